@@ -1,0 +1,1 @@
+"""Models: one protocol (detseg.models.base), builders in detseg.models.zoo."""
