@@ -1,1 +1,176 @@
-"""Datasets: readers for real formats (auto-detected from a path) and the built-in shapes world."""
+"""Datasets: readers for real formats (auto-detected from a path) and the built-in shapes world.
+
+``build_dataset(spec, split, task)`` is the one entry point: ``spec`` is ``shapes[:options]`` or a
+path. A path's format is sniffed, never required from the user (``format=`` overrides):
+
+==============  ===========================================================  =================
+format          what marks it                                                reader
+==============  ===========================================================  =================
+``lsp``         ``joints.mat`` (+ ``images/``)                               :mod:`.lsp`
+``pennfudan``   ``PNGImages/`` + ``PedMasks/``                               :mod:`.pennfudan`
+``coco``        a COCO json, or ``annotations/*.json`` / ``*.json``          :mod:`.coco`
+``voc``         ``Annotations/*.xml`` (any case) or ``SegmentationClass/``   :mod:`.voc`
+``seg_folders`` ``train/`` + ``trainannot/``, ``images/`` + ``labels/`` PNGs  :mod:`.folders`
+==============  ===========================================================  =================
+
+The path may also be a parent of the data folder (``bccd/`` holding ``BCCD/``, ``VOCdevkit/``
+holding ``VOC2007/``): up to two levels down are searched, and more than one match is an error
+naming them. The returned dataset serves ``task`` through :func:`detseg.data.adapt.adapt`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from detseg.data.base import DetsegDataset, Transform
+
+FORMATS = ("coco", "voc", "seg_folders", "lsp", "pennfudan")
+FORMAT_HINT = ("expected one of: a COCO json (or a folder with annotations/*.json); PASCAL VOC "
+               "(Annotations/*.xml + JPEGImages/, or annotations/ + images/); image/label PNG folder "
+               "pairs (train/ + trainannot/, images/ + labels/); LSP/LSPET (joints.mat + images/); "
+               "Penn-Fudan (PNGImages/ + PedMasks/)")
+
+
+def _detectors() -> dict[str, Callable[[Path], bool]]:
+    """Format -> test of one folder, in priority order (the first match at a level wins)."""
+    from detseg.data.coco import coco_files
+    from detseg.data.folders import seg_folder_pairs
+    from detseg.data.pennfudan import pennfudan_dirs
+    from detseg.data.voc import voc_layout
+
+    def is_coco(d: Path) -> bool:
+        try:
+            return bool(coco_files(d)[1])
+        except ValueError:
+            return True  # several unsplit json files: COCO, but the reader will ask which one
+
+    return {
+        "lsp": lambda d: (d / "joints.mat").is_file(),
+        "pennfudan": lambda d: pennfudan_dirs(d) is not None,
+        "coco": is_coco,
+        "voc": lambda d: voc_layout(d) is not None,
+        "seg_folders": lambda d: bool(seg_folder_pairs(d)),
+    }
+
+
+def _match(folder: Path, detectors: dict[str, Callable[[Path], bool]]) -> str | None:
+    for name, test in detectors.items():
+        try:
+            if test(folder):
+                return name
+        except OSError:
+            return None
+    return None
+
+
+def locate(path: str | Path, format: str | None = None) -> tuple[str, Path]:
+    """``(format, data root)`` of ``path`` (a file, the data folder, or up to two levels above it)."""
+    path = Path(path).expanduser()
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        return _locate_file(path, format)
+    from detseg.data.split import subdirs
+
+    detectors = _detectors()
+    if format is not None:
+        detectors = {format: detectors[format]}
+    level = [path]
+    for _ in range(3):
+        found = [(fmt, d) for d in level if (fmt := _match(d, detectors)) is not None]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            listing = "; ".join(f"{d} ({fmt})" for fmt, d in found)
+            raise ValueError(f"{path}: several datasets inside, pass one of them: {listing}")
+        level = [c for d in level for c in subdirs(d).values()]
+    what = f"no {format} data" if format else "no known dataset format"
+    hint = ""
+    if path.parent != path and _match(path.parent, detectors):
+        hint = f" (its parent {path.parent} is {_match(path.parent, detectors)} data: pass that)"
+    raise ValueError(f"{path}: {what} found here or up to two folders below{hint}; {FORMAT_HINT}")
+
+
+def _locate_file(path: Path, format: str | None) -> tuple[str, Path]:
+    from detseg.data.coco import looks_like_coco
+
+    suffix = path.suffix.lower()
+    if format in (None, "coco") and suffix == ".json" and (format == "coco" or looks_like_coco(path)):
+        return "coco", path
+    if format in (None, "lsp") and suffix == ".mat":
+        return "lsp", path
+    if format is not None and format != "coco":
+        return locate(path.parent, format)
+    raise ValueError(f"{path}: not a dataset file I know; {FORMAT_HINT}")
+
+
+def sniff_format(path: str | Path) -> str:
+    """The format name of the data at ``path`` (one of :data:`FORMATS`); ``ValueError`` otherwise."""
+    return locate(path)[0]
+
+
+def open_reader(format: str, root: Path, split: str = "train", val_fraction: float = 0.2,
+                seed: int = 0, task: str | None = None) -> DetsegDataset:
+    """The native reader of ``format`` at ``root`` (no task adaptation, no transforms)."""
+    kw = dict(split=split, val_fraction=val_fraction, seed=seed)
+    if format == "coco":
+        from detseg.data.coco import COCODataset
+
+        return COCODataset(root, **kw)
+    if format == "voc":
+        from detseg.data.voc import VOCDetection, VOCSegmentation, voc_layout
+
+        layout = voc_layout(Path(root))
+        semantic = layout is not None and layout.segmentation is not None and layout.images is not None
+        if semantic and (task == "semantic" or layout.annotations is None):  # type: ignore[union-attr]
+            return VOCSegmentation(root, **kw)
+        return VOCDetection(root, **kw)
+    if format == "seg_folders":
+        from detseg.data.folders import SegFolders
+
+        return SegFolders(root, **kw)
+    if format == "lsp":
+        from detseg.data.lsp import LSPDataset
+
+        return LSPDataset(root, **kw)
+    if format == "pennfudan":
+        from detseg.data.pennfudan import PennFudan
+
+        return PennFudan(root, **kw)
+    raise ValueError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+
+
+def is_shapes_spec(spec: str | Path) -> bool:
+    s = str(spec)
+    return (s == "shapes" or s.startswith("shapes:")) and not Path(s).exists()
+
+
+def build_dataset(spec: str | Path, split: str = "train", task: str | None = None,
+                  transforms: Transform | None = None, val_fraction: float = 0.2, seed: int = 0,
+                  format: str | None = None) -> DetsegDataset:
+    """The dataset ``spec`` names, one split of it, serving ``task``.
+
+    Args:
+        spec: ``"shapes"`` / ``"shapes:size=128,n=2000"`` (the built-in world) or a path.
+        split: ``train``, ``val``, ``test`` (where the data has one) or ``all``.
+        task: serve this task (e.g. ``cls_loc`` crops from detection data); None = native.
+        transforms: a callable ``(image, target) -> (image, target)`` applied after loading.
+        val_fraction, seed: the hash split for data without a validation split of its own.
+        format: override the sniffed format.
+    """
+    if is_shapes_spec(spec):
+        from detseg.data.shapes import ShapesDataset
+
+        return ShapesDataset.from_spec(str(spec), split=split, task=task, transforms=transforms)
+    from detseg.data.adapt import adapt
+
+    fmt, root = locate(spec, format)
+    ds = adapt(open_reader(fmt, root, split, val_fraction, seed, task), task)
+    ds.transforms = transforms
+    return ds
+
+
+__all__ = ["DetsegDataset", "FORMATS", "build_dataset", "locate", "open_reader", "sniff_format"]

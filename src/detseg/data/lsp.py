@@ -1,0 +1,171 @@
+"""Leeds Sports Pose (LSP) and LSP-extended (LSPET) reader: ``joints.mat`` + ``images/``.
+
+Johnson & Everingham, "Clustered Pose and Nonlinear Appearance Models for Human Pose Estimation",
+BMVC 2010 (LSP, 2000 images) and "Learning Effective Human Pose Estimation from Inaccurate
+Annotation", CVPR 2011 (LSPET, 10,000 images). 14 joints in the order of
+:data:`detseg.structures.LSP_KEYPOINTS`; one person per image.
+
+The matrix ``joints`` comes in two layouts, told apart by its shape, whose third row means
+opposite things (as e.g. HMR's ``lsp_to_tfrecords.py`` also handles it):
+
+- LSP ``(3, 14, N)``, images ``im0001.jpg``: row 3 is an *occlusion* flag, 0 = visible,
+  1 = occluded. Every joint of LSP was clicked, occluded ones at their estimated position, so an
+  occluded joint becomes ``v = 1`` (labelled, occluded — COCO's meaning) and a visible one ``v = 2``.
+- LSPET ``(14, 3, N)``, images ``im00001.jpg``: row 3 is a *visibility* flag, 1 = visible,
+  0 = invisible; invisible joints hold placeholder coordinates (often outside the image), so they
+  become ``v = 0`` (not labelled: masked from losses and metrics), visible ones ``v = 2``.
+
+Coordinates are used as written. A labelled joint outside the image is kept and reported as a
+Problem. The person box is the extent of the labelled joints plus a margin (15% of its longer
+side; the joints stop short of the head's and feet's outline), clipped to the image. Annotation
+``i`` belongs to the image numbered ``i + 1`` (file numbers, so a missing file drops only its
+sample); the counts of images and annotations are checked.
+
+Splits: the original 2000-image LSP has its own (first 1000 train, last 1000 test); LSPET and
+subsets have none -> the hash split of :mod:`detseg.data.split`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detseg.data.base import Transform, image_size, read_image
+from detseg.data.split import SplitReader, child, header_error, list_images
+from detseg.structures import LSP_FLIP_PAIRS, LSP_KEYPOINTS
+
+BOX_MARGIN = 0.15
+NUMBER = re.compile(r"(\d+)$")
+
+
+def load_joints(path: Path) -> tuple[np.ndarray, str]:
+    """``joints.mat`` -> ``(float32 [N, 14, 3] with v in {0, 1, 2}, layout "lsp" | "lspet")``."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (OSError, ValueError, NotImplementedError) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from None
+    if "joints" not in mat:
+        have = ", ".join(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"{path}: joints: no variable 'joints' (found: {have or 'nothing'})")
+    j = np.asarray(mat["joints"], dtype=np.float64)
+    if j.ndim == 2:  # MATLAB drops a trailing singleton: one image
+        j = j[..., None]
+    k = len(LSP_KEYPOINTS)
+    if j.shape[:2] == (3, k):
+        xy, occluded = j[:2].transpose(2, 1, 0), j[2].T  # [N, 14, 2], [N, 14]
+        v = np.where(occluded > 0.5, 1.0, 2.0)
+        layout = "lsp"
+    elif j.shape[:2] == (k, 3):
+        xy, visible = j[:, :2].transpose(2, 0, 1), j[:, 2].T
+        v = np.where(visible > 0.5, 2.0, 0.0)
+        layout = "lspet"
+    else:
+        raise ValueError(f"{path}: joints: shape {j.shape}, expected (3, 14, N) (LSP) or (14, 3, N) (LSPET)")
+    return np.concatenate([xy, v[..., None]], axis=-1).astype(np.float32), layout
+
+
+def person_box(kps: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``[14, 3]`` joints -> ``float32 [4]`` xyxy box around the labelled ones plus a margin."""
+    pts = kps[kps[:, 2] > 0, :2]
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    m = BOX_MARGIN * max(x1 - x0, y1 - y0, 1.0)
+    box = np.array([x0 - m, y0 - m, x1 + m, y1 + m], np.float32)
+    return np.clip(box, 0, [w, h, w, h]).astype(np.float32)
+
+
+class LSPDataset(SplitReader):
+    """One person per image: ``boxes`` [1, 4], ``labels`` [1] (person), ``keypoints`` [1, 14, 3]."""
+
+    task = "pose"
+    target_keys = ("boxes", "labels", "keypoints")
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
+                 seed: int = 0, transforms: Transform | None = None):
+        super().__init__(root, split, val_fraction, seed, transforms)
+        mat = Path(root) if Path(root).is_file() else Path(root) / "joints.mat"
+        if not mat.is_file():
+            raise ValueError(f"{root}: no joints.mat (LSP/LSPET) found")
+        images_dir = child(mat.parent, "images") or mat.parent
+        joints, self.layout = load_joints(mat)
+        self.name = "lsp" if self.layout == "lsp" else "lspet"
+        self.classes = ["person"]
+        self.seg_classes = ["background", "person"]
+        self.keypoint_names = list(LSP_KEYPOINTS)
+        self.flip_pairs = [tuple(p) for p in LSP_FLIP_PAIRS]
+        by_index = self._match_images(mat, images_dir, len(joints))
+        keys = [by_index[i].name for i in sorted(by_index)]
+        own = None
+        if self.layout == "lsp" and len(joints) == 2000:  # the original release's split
+            own = {"train": [by_index[i].name for i in sorted(by_index) if i < 1000],
+                   "test": [by_index[i].name for i in sorted(by_index) if i >= 1000]}
+        index_of = {by_index[i].name: i for i in by_index}
+        self.keypoints: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []
+        self.image_ids: list[int] = []
+        self.index_samples(self.select(keys, own),
+                           lambda k: self._add(by_index[index_of[k]], joints[index_of[k]], index_of[k]))
+
+    def _match_images(self, mat: Path, folder: Path, n: int) -> dict[int, Path]:
+        """Annotation index -> image file, by the number in the file name (else sorted order)."""
+        images = [p for p in list_images(folder) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        numbers = [NUMBER.search(p.stem) for p in images]
+        if images and all(numbers):
+            by_index = {int(m.group(1)) - 1: p for m, p in zip(numbers, images)}  # type: ignore[union-attr]
+        else:
+            by_index = dict(enumerate(images))
+        extra = sorted(i for i in by_index if not 0 <= i < n)
+        missing = [i for i in range(n) if i not in by_index]
+        if extra or missing:
+            self.problem(mat, "joints", f"{n} annotations but {len(images)} images in {folder}"
+                         + (f"; {len(missing)} annotation(s) without image (first: index {missing[0]})"
+                            if missing else "")
+                         + (f"; {len(extra)} image(s) without annotation (first: {by_index[extra[0]].name})"
+                            if extra else "") + ": those are skipped")
+        return {i: p for i, p in by_index.items() if 0 <= i < n}
+
+    def _add(self, path: Path, kps: np.ndarray, index: int) -> None:
+        try:
+            h, w = image_size(path)
+        except ValueError as e:
+            self.problem(path, "image", f"{header_error(e)}: sample skipped")
+            return
+        labelled = kps[:, 2] > 0
+        if not labelled.any():
+            self.problem(path, f"joints[:, :, {index}]", "no labelled joint: sample skipped")
+            return
+        for k in np.nonzero(labelled)[0]:
+            x, y = kps[k, :2]
+            if not (0 <= x <= w and 0 <= y <= h):
+                self.problem(path, f"joints[{LSP_KEYPOINTS[k]}]",
+                             f"labelled point ({x:.2f}, {y:.2f}) outside the {w}x{h} image: kept")
+        self.files.append(str(path))
+        self.sizes.append((h, w))
+        self.image_ids.append(index)
+        self.keypoints.append(kps)
+        self.boxes.append(person_box(kps, h, w)[None])
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        return {"boxes": self.boxes[index], "labels": np.ones(1, np.int64),
+                "keypoints": self.keypoints[index][None]}
+
+    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image = read_image(self.files[index])
+        h, w = image.shape[-2:]
+        kps = torch.from_numpy(self.keypoints[index].copy())[None]
+        kps[kps[..., 2] == 0, :2] = 0.0  # placeholder coordinates mean nothing
+        target = {
+            "boxes": torch.from_numpy(self.boxes[index].copy()),
+            "labels": torch.ones(1, dtype=torch.int64),
+            "keypoints": kps,
+            "image_id": self.image_ids[index],
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+        return image, target

@@ -1,0 +1,401 @@
+"""PASCAL VOC reader: ``Annotations/*.xml`` + images, and ``SegmentationClass`` palette PNGs.
+
+Format: Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, and the
+VOC devkit documentation. Layouts found in the wild are all accepted: ``Annotations`` +
+``JPEGImages`` (+ ``ImageSets/Main``), lower-case ``annotations`` + ``images`` (raccoon, labelImg),
+XML files beside their images, and ``VOCdevkit/VOC2007`` nesting (found by the sniffer).
+
+Coordinates: VOC pixel indices are 1-based and inclusive; like Detectron2 (``pascal_voc.py``) the
+box becomes ``[xmin - 1, ymin - 1, xmax, ymax]`` — 0-based with x2/y2 exclusive. A 0 written by a
+0-based tool is taken as the first pixel (clipped silently). Degeneracy is judged on the raw
+values: ``xmax <= xmin`` or ``ymax <= ymin`` is a zero-area box -> Problem, dropped. Boxes past the
+image -> clipped, Problem. ``difficult`` objects are kept and flagged in ``target["difficult"]``
+(``Tensor[N]`` bool) so evaluation may ignore them. Missing or corrupt images -> Problem, dropped.
+
+Splits: ``ImageSets/Main/{train,val,trainval,test}.txt`` (``ImageSets/Segmentation`` for semantic
+segmentation) where present, else the hash split of :mod:`detseg.data.split`.
+Classes: ``classes.txt``/``labels.txt`` in the root if present (other names are unknown labels ->
+Problem, dropped); else the 20 VOC classes in VOC order when every name is one of them; else the
+sorted names found in all XML files (all splits, so train and val agree).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from detseg.data.base import Transform, image_size, read_image
+from detseg.data.split import (SplitReader, child, find_image, header_error, list_images,
+                               read_classes_file)
+from detseg.structures import IGNORE_INDEX, Problem
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+ANNOTATION_DIRS = ("Annotations", "annotations", "Annotation", "xml", "labels")
+IMAGE_DIRS = ("JPEGImages", "images", "Images", "img", "imgs", "PNGImages")
+BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+
+
+@dataclass
+class VocLayout:
+    """Where the parts of a VOC-style folder are (any may be None except the root)."""
+
+    root: Path
+    annotations: Path | None = None
+    images: Path | None = None
+    segmentation: Path | None = None
+    image_sets: Path | None = None
+
+
+def voc_layout(root: Path) -> VocLayout | None:
+    """The VOC parts under ``root``, or None when it is no VOC folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    ann = next((d for d in (child(root, n) for n in ANNOTATION_DIRS)
+                if d is not None and any(d.glob("*.xml"))), None)
+    if ann is None and any(root.glob("*.xml")) and list_images(root):
+        ann = root  # labelImg's default: XML files beside their images
+    images = child(root, *IMAGE_DIRS)
+    if images is None and ann is not None and list_images(ann):
+        images = ann
+    seg = child(root, "SegmentationClass")
+    if seg is not None and not any(seg.glob("*.png")):
+        seg = None
+    if ann is None and (seg is None or images is None):
+        return None
+    if ann is not None and not _looks_like_voc_xml(next(ann.glob("*.xml"))):
+        return None
+    return VocLayout(root, ann, images, seg, child(root, "ImageSets"))
+
+
+def _looks_like_voc_xml(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return False
+    return b"<annotation" in head
+
+
+@dataclass
+class VocObject:
+    name: str
+    raw: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax as written (1-based)
+    difficult: bool
+    index: int  # position among the file's <object> elements (0-based), for messages
+
+
+@dataclass
+class VocRecord:
+    xml: Path
+    filename: str | None
+    size: tuple[int, int] | None  # (H, W) as written
+    objects: list[VocObject] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    ok: bool = True
+
+
+def parse_voc_xml(path: Path) -> VocRecord:
+    """One XML file -> record; every missing or unreadable field becomes a Problem."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        rec = VocRecord(path, None, None, ok=False)
+        rec.problems.append(Problem(str(path), "xml", f"cannot parse ({e}): skipped"))
+        return rec
+    rec = VocRecord(path, _text(root, "filename"), None)
+    w, h = _text(root, "size/width"), _text(root, "size/height")
+    try:
+        if w is not None and h is not None:
+            rec.size = (int(float(h)), int(float(w)))
+    except ValueError:
+        rec.problems.append(Problem(str(path), "size", f"width={w!r} height={h!r} are not numbers"))
+    for j, obj in enumerate(root.iter("object")):
+        o = _parse_object(path, obj, j, rec.problems)
+        if o is not None:
+            rec.objects.append(o)
+    return rec
+
+
+def _parse_object(path: Path, obj: ET.Element, j: int, problems: list[Problem]) -> VocObject | None:
+    name = _text(obj, "name")
+    if not name:
+        problems.append(Problem(str(path), f"object[{j}].name", "missing: object skipped"))
+        return None
+    raw = []
+    for k in BOX_FIELDS:
+        v = _text(obj, f"bndbox/{k}")
+        try:
+            raw.append(float(v))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            what = "missing" if v is None else f"{v!r} is not a number"
+            problems.append(Problem(str(path), f"object[{j}].bndbox.{k}", f"{what}: object skipped"))
+            return None
+    difficult = _text(obj, "difficult") or "0"
+    try:
+        is_difficult = bool(int(float(difficult)))
+    except ValueError:
+        problems.append(Problem(str(path), f"object[{j}].difficult", f"{difficult!r} is not 0/1: taken as 0"))
+        is_difficult = False
+    return VocObject(name, tuple(raw), is_difficult, j)  # type: ignore[arg-type]
+
+
+def _text(node: ET.Element, path: str) -> str | None:
+    found = node.find(path)
+    if found is None or found.text is None:
+        return None
+    return found.text.strip()
+
+
+def read_image_sets(folder: Path | None) -> dict[str, list[str]]:
+    """``{split: ids}`` from ``train.txt``/``val.txt``/``trainval.txt``/``test.txt`` in ``folder``."""
+    out: dict[str, list[str]] = {}
+    if folder is None or not folder.is_dir():
+        return out
+    for split in ("train", "val", "trainval", "test"):
+        p = folder / f"{split}.txt"
+        if p.is_file():
+            out[split] = [ln.split()[0] for ln in p.read_text().splitlines() if ln.strip()]
+    return out
+
+
+def box_from_raw(raw: tuple[float, float, float, float], h: int, w: int) -> tuple[list[float], bool]:
+    """VOC 1-based inclusive box -> 0-based exclusive xyxy clipped to the image; and whether the
+    raw box reached outside the image (a 0 from 0-based tools does not count)."""
+    xmin, ymin, xmax, ymax = raw
+    outside = xmin < 0 or ymin < 0 or xmax > w or ymax > h
+    box = [min(max(xmin - 1, 0.0), w), min(max(ymin - 1, 0.0), h), min(max(xmax, 0.0), w), min(max(ymax, 0.0), h)]
+    return box, outside
+
+
+class VOCDetection(SplitReader):
+    """PASCAL VOC detection: ``boxes``, ``labels``, ``difficult`` per image."""
+
+    task = "detection"
+    target_keys = ("boxes", "labels")
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
+                 seed: int = 0, transforms: Transform | None = None):
+        super().__init__(root, split, val_fraction, seed, transforms)
+        layout = voc_layout(Path(root))
+        if layout is None or layout.annotations is None:
+            raise ValueError(f"{root}: no PASCAL VOC annotations (Annotations/*.xml) found")
+        self.layout = layout
+        xmls = sorted(layout.annotations.glob("*.xml"))
+        records = {p.stem: parse_voc_xml(p) for p in xmls}
+        keys = list(records)
+        self.classes = self._classes(records)
+        self.seg_classes = ["background", *self.classes]
+        own = read_image_sets(layout.image_sets / "Main" if layout.image_sets else None)
+        self._report_missing_ids(own, records)
+        self.boxes: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.difficult: list[np.ndarray] = []
+        self.image_ids: list[int] = []
+        index = {k: i for i, k in enumerate(keys)}
+        chosen = self.select(keys, own)
+        self.n_raw_objects = sum(len(records[k].objects) for k in chosen)
+        self.index_samples(chosen, lambda k: self._add(records[k], index[k]))
+
+    def _classes(self, records: dict[str, VocRecord]) -> list[str]:
+        listed = read_classes_file(self.layout.root)
+        if listed is not None:
+            self.classes_source = "classes file"
+            return listed
+        names = {o.name for r in records.values() for o in r.objects}
+        if names and names <= set(VOC_CLASSES):
+            self.classes_source = "the 20 PASCAL VOC classes"
+            return list(VOC_CLASSES)
+        self.classes_source = "names found in the XML files"
+        return sorted(names)
+
+    def _report_missing_ids(self, own: dict[str, list[str]], records: dict[str, VocRecord]) -> None:
+        for split, ids in own.items():
+            missing = [i for i in ids if i not in records]
+            if missing:
+                self.problem(self.layout.image_sets / "Main" / f"{split}.txt", "ids",  # type: ignore[operator]
+                             f"{len(missing)} listed id(s) have no XML (first: {missing[0]}): skipped")
+
+    def _find_image(self, rec: VocRecord) -> Path | None:
+        folder = self.layout.images or rec.xml.parent
+        if rec.filename:
+            p = folder / rec.filename
+            if p.is_file():
+                return p
+        p = find_image(folder, rec.xml.stem)
+        if p is not None and rec.filename:
+            self.problem(rec.xml, "filename", f"{rec.filename!r} not found in {folder}: using {p.name}")
+        return p
+
+    def _add(self, rec: VocRecord, image_id: int) -> None:
+        self.problems.extend(rec.problems)
+        if not rec.ok:
+            return
+        path = self._find_image(rec)
+        if path is None:
+            self.problem(rec.xml, "filename", f"image {rec.filename or rec.xml.stem} not found: sample skipped")
+            return
+        try:
+            h, w = image_size(path)
+        except ValueError as e:
+            self.problem(path, "image", f"{header_error(e)}: sample skipped")
+            return
+        if rec.size is None:
+            self.problem(rec.xml, "size", "missing: using the image's")
+        elif rec.size != (h, w) and rec.size != (0, 0):
+            self.problem(rec.xml, "size", f"says {rec.size[1]}x{rec.size[0]} but the image is {w}x{h}: "
+                         "using the image's")
+        boxes, labels, difficult = [], [], []
+        for o in rec.objects:
+            box = self._convert(rec.xml, o, h, w)
+            if box is not None:
+                boxes.append(box)
+                labels.append(self.classes.index(o.name) + 1)
+                difficult.append(o.difficult)
+        self.files.append(str(path))
+        self.sizes.append((h, w))
+        self.image_ids.append(image_id)
+        self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
+        self.labels.append(np.asarray(labels, np.int64))
+        self.difficult.append(np.asarray(difficult, bool))
+
+    def _convert(self, xml: Path, o: VocObject, h: int, w: int) -> list[float] | None:
+        f = f"object[{o.index}]"
+        if o.name not in self.classes:
+            self.problem(xml, f"{f}.name", f"unknown label {o.name!r} (classes: {', '.join(self.classes)}): dropped")
+            return None
+        xmin, ymin, xmax, ymax = o.raw
+        if xmax <= xmin or ymax <= ymin:
+            self.problem(xml, f"{f}.bndbox", f"{o.name} box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} "
+                         f"ymax={ymax:g} has zero area: dropped")
+            return None
+        box, outside = box_from_raw(o.raw, h, w)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            self.problem(xml, f"{f}.bndbox", f"{o.name} box {o.raw} lies outside the {w}x{h} image: dropped")
+            return None
+        if outside:
+            self.problem(xml, f"{f}.bndbox", f"{o.name} box {o.raw} reaches outside the {w}x{h} image: clipped")
+        return box
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        return {"boxes": self.boxes[index], "labels": self.labels[index]}
+
+    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image = read_image(self.files[index])
+        h, w = image.shape[-2:]
+        target = {
+            "boxes": torch.from_numpy(self.boxes[index].copy()),
+            "labels": torch.from_numpy(self.labels[index].copy()),
+            "difficult": torch.from_numpy(self.difficult[index].copy()),
+            "image_id": self.image_ids[index],
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+        return image, target
+
+
+class VOCSegmentation(SplitReader):
+    """PASCAL VOC semantic segmentation: ``SegmentationClass/*.png`` palette indices -> ``sem_seg``.
+
+    Index 0 is background, 1..20 the VOC classes, 255 the object border (ignored). RGB-coloured
+    label PNGs are mapped back through the VOC colour map (unknown colours -> 255).
+    """
+
+    task = "semantic"
+    target_keys = ("sem_seg",)
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
+                 seed: int = 0, transforms: Transform | None = None):
+        super().__init__(root, split, val_fraction, seed, transforms)
+        layout = voc_layout(Path(root))
+        if layout is None or layout.segmentation is None or layout.images is None:
+            raise ValueError(f"{root}: no VOC SegmentationClass/*.png with JPEGImages found")
+        self.layout = layout
+        listed = read_classes_file(layout.root)
+        if listed and listed[0].lower() in ("background", "__background__", "_background_"):
+            listed = listed[1:]
+        self.classes = list(listed or VOC_CLASSES)
+        self.seg_classes = ["background", *self.classes]
+        self.value_map = np.full(256, IGNORE_INDEX, np.uint8)  # label value -> class index
+        self.value_map[:len(self.seg_classes)] = np.arange(len(self.seg_classes), dtype=np.uint8)
+        labels = {p.stem: p for p in sorted(layout.segmentation.glob("*.png"))}
+        own = read_image_sets(layout.image_sets / "Segmentation" if layout.image_sets else None)
+        keys = list(labels)
+        self.label_files: list[str] = []
+        self.image_ids: list[int] = []
+        index = {k: i for i, k in enumerate(keys)}
+        self.index_samples(self.select(keys, own), lambda k: self._add(k, labels[k], index[k]))
+
+    def _add(self, key: str, label: Path, image_id: int) -> None:
+        image = find_image(self.layout.images, key)  # type: ignore[arg-type]
+        if image is None:
+            self.problem(label, "image", f"no image {key}.* in {self.layout.images}: sample skipped")
+            return
+        sizes = []
+        for path in (image, label):
+            try:
+                sizes.append(image_size(path))
+            except ValueError as e:
+                self.problem(path, "image", f"{header_error(e)}: sample skipped")
+                return
+        hw, lhw = sizes
+        if hw != lhw:
+            self.problem(label, "size", f"label is {lhw[1]}x{lhw[0]} but the image is {hw[1]}x{hw[0]}: "
+                         "sample skipped")
+            return
+        self.files.append(str(image))
+        self.label_files.append(str(label))
+        self.sizes.append(hw)
+        self.image_ids.append(image_id)
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        return {}
+
+    def read_label(self, index: int) -> np.ndarray:
+        """``uint8 [H, W]`` class indices (255 = ignore) of sample ``index``."""
+        with Image.open(self.label_files[index]) as im:
+            if im.mode in ("P", "L"):
+                return np.asarray(im, dtype=np.uint8).copy()
+            return _colours_to_index(np.asarray(im.convert("RGB")))
+
+    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image = read_image(self.files[index])
+        seg = torch.from_numpy(self.value_map[self.read_label(index)].astype(np.int64))
+        h, w = image.shape[-2:]
+        return image, {"sem_seg": seg, "image_id": self.image_ids[index],
+                       "orig_size": torch.tensor([h, w], dtype=torch.int64)}
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The VOC devkit's label colour map (``labelcolormap.m``), ``uint8 [n, 3]``."""
+    cmap = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+def _colours_to_index(rgb: np.ndarray) -> np.ndarray:
+    cmap = voc_colormap().astype(np.int64)
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {int((r << 16) | (g << 8) | b): i for i, (r, g, b) in enumerate(cmap[:21])}
+    table[(224 << 16) | (224 << 8) | 192] = IGNORE_INDEX  # the VOC border colour
+    out = np.full(code.shape, IGNORE_INDEX, np.uint8)
+    for c, i in table.items():
+        out[code == c] = i
+    return out
