@@ -12,6 +12,8 @@ Per-image target dict (keys present only where the dataset has them)
     ``masks``      ``Tensor[N, H, W]`` uint8 in {0, 1}, one per instance.
     ``keypoints``  ``Tensor[N, K, 3]`` float32 ``(x, y, visibility)``; visibility 0 = not labelled
                    (its x, y are meaningless), 1 = labelled but occluded, 2 = visible (COCO).
+                   x, y follow torchvision: pixel indices (an integer is a pixel centre), so a
+                   horizontal flip maps x to ``W - 1 - x`` (and swaps left/right joints).
     ``sem_seg``    ``Tensor[H, W]`` int64, values index ``seg_classes``; ``IGNORE_INDEX`` (255) = ignore.
     ``image_id``   int, unique within the dataset.
     ``orig_size``  ``Tensor[2]`` int64 ``(H, W)`` of the image as read from disk.
