@@ -1,0 +1,102 @@
+"""Helpers every benchmark script shares: where results go, how a record is stamped and written.
+
+A benchmark writes ``benchmarks/results/<name>.json``: a JSON list of flat records (one per row of
+the eventual table). ``benchmarks/make_docs.py`` renders all of them into ``docs/BENCHMARKS.md``.
+Files are written atomically (``detseg.io.write_json``), so an interrupted run never leaves half a
+file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from detseg.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def results_path(name: str) -> Path:
+    return RESULTS / f"{name}.json"
+
+
+def read_results(name: str) -> list[dict[str, Any]]:
+    """The records of ``benchmarks/results/<name>.json`` (empty when the file does not exist)."""
+    path = results_path(name)
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def write_results(name: str, records: Sequence[dict[str, Any]]) -> Path:
+    """Write ``records`` (replacing the file) atomically; returns the path."""
+    path = results_path(name)
+    write_json(path, list(records))
+    return path
+
+
+def append_or_replace(name: str, records: Iterable[dict[str, Any]],
+                      key: Sequence[str] = ("benchmark", "evaluator", "model", "dataset")) -> Path:
+    """Merge ``records`` into the file: a stored record with the same ``key`` fields is replaced,
+    others are kept (so benchmarks run piecemeal -- one model at a time -- build one table)."""
+
+    def ident(r: dict[str, Any]) -> tuple:
+        return tuple(json.dumps(r.get(k), sort_keys=True) for k in key)
+
+    new = list(records)
+    fresh = {ident(r) for r in new}
+    kept = [r for r in read_results(name) if ident(r) not in fresh]
+    return write_results(name, kept + new)
+
+
+def command_line() -> str:
+    """How this script was run, as a command someone can paste (paths relative to the repo)."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_s = str(script.relative_to(ROOT))
+    except ValueError:
+        script_s = str(script)
+    return " ".join(["python", shlex.quote(script_s), *map(shlex.quote, sys.argv[1:])])
+
+
+def machine() -> str:
+    """CPU count and model, e.g. ``2 CPUs, Intel(R) Xeon(R) ... (Linux x86_64)``."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{n} CPUs, {model} ({platform.system()} {platform.machine()})".replace(", (", " (")
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """``{"python": ..., package: version}`` for the packages that are installed."""
+    out = {"python": platform.python_version()}
+    for p in ("detseg", *packages):
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def stamp(record: dict[str, Any], *packages: str) -> dict[str, Any]:
+    """``record`` plus ``command``, ``date`` (UTC), ``machine`` and ``versions``."""
+    return {**record, "command": command_line(),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(), "versions": versions(*packages)}
