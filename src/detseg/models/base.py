@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from detseg.structures import ModelOutput
 
 
+_PER_INSTANCE = ("boxes", "labels", "scores", "masks", "keypoints")
+
+
 class DetsegModel(nn.Module):
     """Base class: subclasses set ``task`` and implement ``forward``."""
 
@@ -30,6 +33,8 @@ class DetsegModel(nn.Module):
         self.classes = list(classes)
         self.builder_name: str = ""
         self.builder_args: dict[str, Any] = {}
+        # Names from the training data (seg_classes, keypoint_names, flip_pairs); checkpoints keep it.
+        self.dataset_info: dict[str, Any] = {}
 
     @property
     def num_classes(self) -> int:
@@ -66,9 +71,8 @@ class DetsegModel(nn.Module):
         results = []
         for t, p, name in zip(tensors, out.predictions or [], names):
             p = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in p.items()}
-            if conf > 0 and "scores" in p and p["scores"].ndim == 1 and "box" not in p:
+            if conf > 0 and "scores" in p and "box" not in p and "sem_seg" not in p:
                 keep = p["scores"] >= conf
-                p = {k: (v[keep] if isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(keep)
-                         else v) for k, v in p.items()}
+                p = {k: (v[keep] if k in _PER_INSTANCE else v) for k, v in p.items()}
             results.append(Results(t.cpu(), p, self.task, self.classes, name=name))
         return results

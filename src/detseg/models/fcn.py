@@ -1,0 +1,212 @@
+"""Fully convolutional semantic segmentation: a downsampling encoder, an upsampling decoder.
+
+Implements the encoder-decoder FCN of CS231n 2017 lecture 11 ("Semantic segmentation idea: fully
+convolutional", downsampling then *learnable upsampling*), after Long, Shelhamer, Darrell, "Fully
+Convolutional Networks for Semantic Segmentation", CVPR 2015 (https://arxiv.org/abs/1411.4038) and
+Noh et al., "Learning Deconvolution Network for Semantic Segmentation", ICCV 2015.
+
+- Encoder: a :mod:`~detseg.models.backbones` backbone (features ``c1..c5``, strides 2..32).
+- Decoder (:class:`FCNDecoder`): top-down from the deepest map; at each shallower stage a
+  transpose convolution (bilinear-initialised,
+  :class:`~detseg.layers.upsampling.TransposeConvUpsample`) doubles the resolution and a 1x1 "skip" projection of the encoder map is added (FCN's skip
+  architecture), then a 3x3 conv fuses them. The stages go down to the stride-2 stem and, with
+  ``image_skip`` (default), to the normalised input image itself at stride 1, so thin parts (the
+  shapes world's stick-figure limbs are 2 px wide) and class boundaries are decided at full
+  resolution. 1x1 class scores come last (upsampled by one more transpose convolution when the
+  last stage is coarser than the input). FCN-32s/16s/8s as such are built from the same parts
+  by a later issue.
+- Loss: per-pixel cross-entropy averaged over every labelled pixel of the mini-batch
+  (``IGNORE_INDEX`` 255 excluded), or summed (``loss_reduction="sum"``). It is computed against each
+  image's **original-resolution** ``sem_seg``: the logits are cropped to the image's area of the
+  padded batch and upsampled bilinearly to the original size
+  (:func:`~detseg.models.transform.maps_to_original`), so a model trained at 64 px is scored on
+  the labels as the dataset gives them.
+- Predictions (original size): ``sem_seg`` ``Tensor[H, W]`` int64 (argmax of the upsampled logits),
+  ``scores`` a 0-dim float tensor — the image's mean per-pixel max softmax probability (a per-pixel
+  map would double the memory of every prediction; ask for the logits instead), and
+  ``sem_seg_logits`` ``Tensor[C, H, W]`` when built with ``return_logits=True`` or called with
+  ``with_logits=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detseg.layers.upsampling import TransposeConvUpsample
+from detseg.models.backbones import Backbone, build_backbone
+from detseg.models.base import DetsegModel
+from detseg.models.transform import ImageBatch, maps_to_original, preprocess
+from detseg.structures import IGNORE_INDEX, ModelOutput
+
+
+MIN_WIDTH = 16
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class FCNDecoder(nn.Module):
+    """``dict[str, Tensor]`` backbone features -> class logits ``Tensor[B, C, H, W]`` at input size.
+
+    Args:
+        channels, strides: the backbone's declarations (shallow to deep).
+        num_classes: ``C``.
+        width: channels of the decoder's deepest maps (a level never gets more channels than
+            the encoder map it fuses).
+        skips: encoder features fused on the way up (default: all but the deepest). The deepest
+            feature always starts the decoder; with ``skips=[]`` it is FCN-32s-like (one big
+            upsampling of coarse scores).
+    """
+
+    def __init__(self, channels: dict[str, int], strides: dict[str, int], num_classes: int,
+                 width: int = 64, skips: list[str] | None = None):
+        super().__init__()
+        names = list(channels)
+        self.deepest = names[-1]
+        if skips is None:
+            skips = names[:-1]
+        self.skips = sorted(skips, key=lambda k: strides.get(k, 0), reverse=True)  # deep to shallow
+        unknown = [s for s in self.skips if s not in channels or s == self.deepest]
+        if unknown:
+            raise ValueError(f"FCNDecoder: skips {unknown} are not shallower backbone features "
+                             f"({names[:-1]})")
+        self.inner = _conv_bn_relu(channels[self.deepest], width, 3)
+        self.up = nn.ModuleDict()
+        self.lateral = nn.ModuleDict()
+        self.fuse = nn.ModuleDict()
+        stride, ch = strides[self.deepest], width
+        for name in self.skips:
+            # Shallow levels mirror the encoder's narrower width (U-Net style): cheap at high res;
+            # at least MIN_WIDTH, so the 3-channel image level still gets a real feature map.
+            out_ch = min(width, max(channels[name], MIN_WIDTH))
+            self.up[name] = TransposeConvUpsample(ch, out_ch, stride // strides[name])
+            self.lateral[name] = nn.Conv2d(channels[name], out_ch, 1)
+            self.fuse[name] = _conv_bn_relu(out_ch, out_ch, 3)
+            stride, ch = strides[name], out_ch
+        self.classifier = nn.Conv2d(ch, num_classes, 1)
+        # Class scores at stride `stride` -> input resolution, learnable (bilinear start).
+        self.final_up = (TransposeConvUpsample(num_classes, num_classes, stride) if stride > 1
+                         else nn.Identity())
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        x = self.inner(features[self.deepest])
+        for name in self.skips:
+            x = self.fuse[name](self.up[name](x) + self.lateral[name](features[name]))
+        return self.final_up(self.classifier(x))
+
+
+class FCN(DetsegModel):
+    """Semantic segmentation model; ``classes`` are the ``sem_seg`` names, 0-based.
+
+    See the module docstring for the loss and prediction conventions.
+    """
+
+    task = "semantic"
+
+    def __init__(self, classes: list[str], backbone: Backbone, decoder: nn.Module, img_size: int,
+                 loss_reduction: str = "mean", return_logits: bool = False,
+                 image_skip: bool = False):
+        super().__init__(classes)
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"fcn: loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        self.backbone = backbone
+        self.decoder = decoder
+        self.img_size = img_size
+        self.loss_reduction = loss_reduction
+        self.return_logits = return_logits
+        self.image_skip = image_skip
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None,
+                with_predictions: bool = False, with_logits: bool = False) -> ModelOutput:
+        """See :class:`~detseg.models.base.DetsegModel`; ``with_logits`` adds ``sem_seg_logits``."""
+        batch = preprocess(images, self.img_size, keep_aspect=True,
+                           stride=self.backbone.out_stride, who="fcn")
+        logits = self.logits(batch)
+        out = ModelOutput()
+        if targets is not None:
+            out.losses = {"loss_sem_seg": self.loss(logits, targets)}
+        if with_predictions or not self.training:
+            out.predictions = [self.postprocess(lg.detach(), with_logits or self.return_logits)
+                               for lg in logits]
+        return out
+
+    def logits(self, batch: ImageBatch) -> list[Tensor]:
+        """Per-image logits ``Tensor[C, H_i, W_i]`` at each image's original size."""
+        features = self.backbone(batch.tensor)
+        if self.image_skip:
+            features = {"image": batch.tensor, **features}
+        return maps_to_original(self.decoder(features), batch)
+
+    def loss(self, logits: list[Tensor], targets: list[dict[str, Tensor]]) -> Tensor:
+        """Cross-entropy over the labelled pixels of the whole batch (``mean`` or ``sum``)."""
+        if len(targets) != len(logits):
+            raise ValueError(f"fcn: got {len(logits)} images but {len(targets)} targets")
+        segs = [self._check_sem_seg(i, t, lg) for i, (lg, t) in enumerate(zip(logits, targets))]
+        # One cross-entropy call when the sizes agree (the usual batch), else one per image.
+        if len({tuple(s.shape) for s in segs}) == 1:
+            pairs = [(torch.stack(logits), torch.stack(segs))]
+        else:
+            pairs = [(lg[None], s[None]) for lg, s in zip(logits, segs)]
+        total = sum(F.cross_entropy(lg, s, ignore_index=IGNORE_INDEX, reduction="sum")
+                    for lg, s in pairs)
+        if self.loss_reduction == "sum":
+            return total
+        count = sum((s != IGNORE_INDEX).sum() for s in segs)
+        # A batch with no labelled pixel gives 0 (still attached to the graph), not NaN.
+        return total / count.clamp(min=1)
+
+    def _check_sem_seg(self, i: int, target: dict[str, Tensor], logits: Tensor) -> Tensor:
+        size = tuple(logits.shape[-2:])
+        if "sem_seg" not in target:
+            raise ValueError(f"fcn: targets[{i}]: no 'sem_seg' (semantic segmentation needs it)")
+        seg = target["sem_seg"]
+        if tuple(seg.shape) != size:
+            raise ValueError(f"fcn: targets[{i}]['sem_seg']: shape {tuple(seg.shape)} differs from "
+                             f"the image's {size}")
+        seg = seg.to(device=logits.device, dtype=torch.int64)
+        bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= self.num_classes))
+        if bad.any():
+            raise ValueError(f"fcn: targets[{i}]['sem_seg']: value {int(seg[bad][0])} is neither a "
+                             f"class index 0..{self.num_classes - 1} nor {IGNORE_INDEX} (ignore)")
+        return seg
+
+    def postprocess(self, logits: Tensor, with_logits: bool) -> dict[str, Tensor]:
+        """``Tensor[C, H, W]`` logits -> the prediction dict of the module docstring."""
+        probs = logits.softmax(0)
+        conf, sem_seg = probs.max(0)
+        pred = {"sem_seg": sem_seg, "scores": conf.mean()}
+        if with_logits:
+            pred["sem_seg_logits"] = logits
+        return pred
+
+
+def build_fcn(classes: list[str], img_size: int = 128, backbone: str = "alexnet_small",
+              width: int = 64, weights: str | None = None, loss_reduction: str = "mean",
+              return_logits: bool = False, backbone_width: int | None = None,
+              image_skip: bool = True) -> FCN:
+    """An encoder-decoder FCN (see the module docstring).
+
+    Args:
+        classes: segmentation class names, 0-based (``sem_seg`` values), e.g. ``["background", ...]``.
+        img_size: the longer image side the network sees (aspect kept; padded to a multiple of 32).
+        backbone: ``alexnet_small`` (CPU-fast), ``resnet18`` or ``simple``.
+        width: decoder channels.
+        weights: pretrained backbone weights (local file or torchvision enum name).
+        loss_reduction: ``"mean"`` over labelled pixels of the batch, or ``"sum"``.
+        return_logits: always add ``sem_seg_logits`` to predictions.
+        backbone_width: base width of ``alexnet_small``/``simple`` (their default when ``None``).
+        image_skip: fuse the (normalised) input image as a last, stride-1 skip, so class
+            boundaries and thin parts are decided at full resolution.
+    """
+    kw = {} if backbone_width is None else {"width": backbone_width}
+    bb = build_backbone(backbone, weights=weights, **kw)
+    channels, strides = dict(bb.channels), dict(bb.strides)
+    if image_skip:
+        channels, strides = {"image": 3, **channels}, {"image": 1, **strides}
+    decoder = FCNDecoder(channels, strides, len(classes), width=width)
+    return FCN(classes, bb, decoder, img_size, loss_reduction=loss_reduction,
+               return_logits=return_logits, image_skip=image_skip)

@@ -1,0 +1,86 @@
+"""The model zoo: one explicit dict from CLI names to builder functions.
+
+No registry filled by import side effects (the thing Detectron2/MMDetection users keep asking
+about): every model detseg can build is listed in :data:`ZOO` below, with its task and a one-line
+description. :func:`build_model` records the name and the keyword arguments on the model
+(``builder_name``, ``builder_args``) so a checkpoint can rebuild it with
+``build_model(model.builder_name, **model.builder_args)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+from detseg.models.base import DetsegModel
+from detseg.models.cls_loc import build_cls_loc
+from detseg.models.fcn import build_fcn
+
+
+class ZooEntry(NamedTuple):
+    """A zoo model: its builder ``(classes, **options) -> DetsegModel``, task and description."""
+
+    builder: Callable[..., DetsegModel]
+    task: str
+    description: str
+
+
+ZOO: dict[str, ZooEntry] = {
+    "fcn": ZooEntry(build_fcn, "semantic",
+                    "encoder-decoder FCN: downsampling CNN, transpose-convolution upsampling, skips"),
+    "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
+                        "classification + localization: CNN, class head + box head, CE + lambda * reg"),
+}
+
+
+def _entry(name: str) -> ZooEntry:
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}") from None
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The builder's options and their defaults (everything but ``classes``), for ``--help``."""
+    params = inspect.signature(_entry(name).builder).parameters
+    return {k: p.default for k, p in params.items()
+            if k != "classes" and p.default is not inspect.Parameter.empty}
+
+
+def _json_primitive(value: Any) -> Any:
+    """``value`` as JSON-serialisable primitives (tuples become lists), else ``TypeError``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_primitive(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_primitive(v) for k, v in value.items()}
+    raise TypeError(f"{type(value).__name__}")
+
+
+def build_model(name: str, classes: list[str] | tuple[str, ...], **kwargs: Any) -> DetsegModel:
+    """Build zoo model ``name`` for ``classes`` with builder options ``kwargs``.
+
+    Raises:
+        ValueError: an unknown model name (the message lists the known ones).
+        TypeError: an option the builder does not accept (the message lists the accepted ones),
+            or an option value that is not a JSON primitive (checkpoints store them as data).
+    """
+    entry = _entry(name)
+    accepted = model_options(name)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        opts = ", ".join(f"{k}={v!r}" for k, v in accepted.items())
+        raise TypeError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                        f"accepted: {opts}")
+    args: dict[str, Any] = {}
+    for k, v in kwargs.items():
+        try:
+            args[k] = _json_primitive(v)
+        except TypeError as e:
+            raise TypeError(f"model {name!r}: option {k}={v!r}: a {e} is not a JSON value "
+                            "(use str, int, float, bool, None or lists of them)") from None
+    model = entry.builder(list(classes), **args)
+    model.builder_name = name
+    model.builder_args = {"classes": list(classes), **args}
+    return model
