@@ -6,6 +6,7 @@ A run killed at any moment leaves either the old file or the new one, never half
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -34,8 +35,23 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(obj: Any) -> Any:
+    """Non-finite floats (NaN: e.g. the IoU of a class seen nowhere) become ``null``: strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(obj), indent=indent, default=_json_default, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def save_png(path: str | Path, array) -> None:

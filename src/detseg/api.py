@@ -1,0 +1,75 @@
+"""The Python API, mirroring the CLI verb for verb.
+
+    import detseg
+    run = detseg.train("fcn", data="shapes:size=96", epochs=5, img_size=96)
+    metrics = detseg.evaluate(run / "best.pt", data="shapes:size=96")
+    model = detseg.load(run / "best.pt")
+    for r in model.predict(["a.png", "b.png"]):
+        r.save(f"{r.name}_pred.png")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detseg.engine.checkpoint import load_model
+
+
+def train(model: str, data: str = "shapes", **options: Any) -> Path:
+    """Train a zoo model; returns the run folder. Options are :class:`TrainConfig` fields."""
+    from detseg.engine.trainer import TrainConfig, Trainer
+
+    return Trainer(TrainConfig(model=model, data=data, **options)).fit()
+
+
+def load(path: str | Path, device: str = "cpu"):
+    """The model stored in a checkpoint, ready for ``model.predict(images)``."""
+    return load_model(path, device=device)
+
+
+def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: str = "auto",
+             val_fraction: float = 0.2, seed: int = 0, format: str | None = None,
+             workers: int = 0, quiet: bool = True, return_evaluator: bool = False):
+    """Metrics (flat keys, plus ``loss``) of a checkpoint (or a model) on a dataset split."""
+    from detseg.data import build_dataset
+    from detseg.engine.evaluate import evaluate as run_eval
+    from detseg.tasks import get_task
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint.to(device)
+    task = get_task(model.task)
+    ds = build_dataset(data, split=split, task=task.name, val_fraction=val_fraction, seed=seed,
+                       format=format)
+    check_classes(model, ds, task.name)
+    evaluator = task.evaluator(model.classes, **_kp_kwargs(model, task))
+    metrics, losses = run_eval(model, ds, task, batch=batch, device=device, workers=workers,
+                               quiet=quiet, evaluator=evaluator)
+    if "loss" in losses:
+        metrics["loss"] = losses["loss"]
+    return (metrics, evaluator) if return_evaluator else metrics
+
+
+def predict(checkpoint, inputs, device: str = "cpu", conf: float = 0.0):
+    """``list[Results]`` for images (paths, PIL images, arrays or tensors)."""
+    model = load(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint
+    return model.predict(inputs, conf=conf)
+
+
+def check_classes(model, dataset, task: str) -> None:
+    """The evaluated data must name the classes the model was trained with, in the same order."""
+    names = dataset.seg_classes if task == "semantic" else dataset.classes
+    if list(names) != list(model.classes):
+        raise ValueError(
+            f"{getattr(dataset, 'root', 'data')}: classes {list(names)} differ from the model's "
+            f"{list(model.classes)}; evaluate on data with the training classes"
+        )
+
+
+def _kp_kwargs(model, task) -> dict[str, Any]:
+    from detseg.engine.evaluate import _evaluator_kwargs
+
+    return _evaluator_kwargs(model, task)

@@ -1,0 +1,72 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, self-describing.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled classes), so loading it never
+runs arbitrary code. It stores the zoo builder name and its arguments: ``load_model(path)`` rebuilds
+the model with no other file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detseg.io import atomic_path
+
+FORMAT = "detseg-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, corrupt or not a detseg checkpoint."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` through a temporary file and a rename (never half a file)."""
+    state = {"format": FORMAT, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a detseg checkpoint safely (``weights_only=True``).
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, truncated or of another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint: file not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/garbage files
+        raise CheckpointError(f"{path}: checkpoint: cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint: not a detseg checkpoint (no '{FORMAT}' format tag); "
+            "plain state_dicts can be given to a model builder as weights=PATH instead"
+        )
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any]):
+    """Rebuild the model recorded in a loaded checkpoint and load its weights."""
+    from detseg.models.zoo import build_model
+
+    args = dict(state["builder_args"])
+    # Pretrained weights were already merged into the saved state_dict; never re-read them.
+    if "weights" in args:
+        args["weights"] = None
+    model = build_model(state["builder"], **args)
+    model.load_state_dict(state["model"])
+    for key in ("dataset_info",):
+        if key in state:
+            setattr(model, key, state[key])
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """``detseg.load``: the model of a checkpoint, in eval mode, on ``device``."""
+    state = load_checkpoint(path)
+    model = model_from_checkpoint(state)
+    return model.to(device).eval()

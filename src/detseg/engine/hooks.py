@@ -1,0 +1,139 @@
+"""Training hooks: what happens around the loop, each in its own small object.
+
+Following Detectron2's ``HookBase`` and minGPT's callbacks, the loop itself only steps the
+optimizer; checkpoints, metric logs, curves and sample pictures are hooks that run on rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from detseg.io import atomic_path, dumps, save_figure, save_png, write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from detseg.engine.trainer import Trainer
+
+
+class Hook:
+    """Base class; every method is optional."""
+
+    def before_train(self, trainer: "Trainer") -> None: ...
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+
+    def after_train(self, trainer: "Trainer") -> None: ...
+
+
+class ArgsWriter(Hook):
+    """``args.yaml``: every training option of the run, as the CLI took them."""
+
+    def before_train(self, trainer: "Trainer") -> None:
+        from dataclasses import asdict
+
+        import yaml
+
+        from detseg.io import write_text
+
+        write_text(trainer.run_dir / "args.yaml", yaml.safe_dump(asdict(trainer.cfg), sort_keys=False))
+
+
+class CheckpointHook(Hook):
+    """``last.pt`` after every epoch, ``best.pt`` when the task's main metric improves."""
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        from detseg.engine.checkpoint import save_checkpoint
+
+        improved = trainer.update_best(record)
+        state = trainer.state_dict()
+        save_checkpoint(trainer.run_dir / "last.pt", state)
+        if improved:
+            save_checkpoint(trainer.run_dir / "best.pt", state)
+
+
+class MetricsLogger(Hook):
+    """One JSON line per epoch in ``metrics.jsonl``; ``metrics.json`` with the summary at the end."""
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        path = trainer.run_dir / "metrics.jsonl"
+        lines = [dumps(r) for r in trainer.history]
+        # Rewritten whole (atomically) so a resumed run never duplicates or truncates lines.
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+
+    def after_train(self, trainer: "Trainer") -> None:
+        write_json(trainer.run_dir / "metrics.json", trainer.summary())
+
+
+class CurvesPlotter(Hook):
+    """``curves.png``: train/val losses and validation metrics per epoch."""
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        plot_curves(trainer.history, trainer.run_dir / "curves.png", trainer.task.metric_keys)
+
+
+class SamplesDrawer(Hook):
+    """``samples.png``: predictions drawn on the first validation images (every epoch)."""
+
+    def __init__(self, n: int = 8):
+        self.n = n
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        if trainer.val_set is None:
+            return
+        grid = draw_samples(trainer.eval_model, trainer.val_set, trainer.task, self.n)
+        save_png(trainer.run_dir / "samples.png", grid)
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, metric_keys: tuple[str, ...]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    loss_keys = sorted({k for r in history for k in r if k.endswith("loss") or "/loss_" in k})
+    metric_cols = [k for k in metric_keys if any(_finite(r.get(k)) for r in history)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k in loss_keys:
+        axes[0].plot(epochs, [r.get(k, math.nan) for r in history], marker="o", ms=3, label=k)
+    axes[0].set(title="losses", xlabel="epoch")
+    axes[0].legend(fontsize=7)
+    for k in metric_cols:
+        axes[1].plot(epochs, [r.get(k, math.nan) for r in history], marker="o", ms=3, label=k)
+    axes[1].set(title="validation metrics", xlabel="epoch")
+    if metric_cols:
+        axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def draw_samples(model, dataset, task, n: int = 8, cols: int = 4):
+    """Predictions (top) under ground truth, for the first ``n`` images of ``dataset``."""
+    import torch
+
+    from detseg.visualize import draw_target, make_grid
+
+    n = min(n, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model([im.to(model.device) for im, _ in items])
+    model.train(was_training)
+    classes = model.classes
+    panels = []
+    for (im, tgt), pred in zip(items, out.predictions or []):
+        pred = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in pred.items()}
+        panels.append(task.draw(im, pred, classes))
+        panels.append(draw_target(im, tgt, task.name, classes))
+    # Pairs side by side: prediction | truth.
+    rows = [panels[i: i + 2 * cols] for i in range(0, len(panels), 2 * cols)]
+    return make_grid(rows)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)

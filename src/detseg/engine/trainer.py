@@ -1,0 +1,356 @@
+"""One training loop for every detseg model (a small loop plus hooks, after minGPT/Detectron2).
+
+The loop only steps the optimizer; validation (metrics *and* validation loss — every detseg model
+returns losses whenever it gets targets), checkpoints, logs and pictures happen at epoch ends, on
+rank 0 under ``torchrun``. ``--resume`` reloads ``last.pt`` and continues at the next epoch with
+the optimizer, schedule and history restored; data order is a function of ``(seed, epoch)`` so a
+resumed run sees the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from detseg.engine import distributed as dist_utils
+from detseg.engine.evaluate import evaluate, to_device
+from detseg.engine.hooks import ArgsWriter, CheckpointHook, CurvesPlotter, Hook, MetricsLogger, SamplesDrawer
+from detseg.engine.schedule import build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Every training option (the CLI's ``detseg train`` flags map 1:1 onto these)."""
+
+    model: str
+    data: str = "shapes"
+    epochs: int = 10
+    img_size: int | None = None  # passed to the model builder; None = the model's default
+    batch: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.5
+    clip_grad: float | None = 10.0
+    amp: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 0
+    seed: int = 0
+    out: str = "runs"
+    name: str = "train"
+    resume: bool | str = False  # True = newest run of this model/name; or a run dir / last.pt
+    val_fraction: float = 0.2
+    val_split: str = "val"
+    format: str | None = None
+    weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
+    freeze_backbone: bool = False
+    model_opts: dict[str, Any] = field(default_factory=dict)
+    samples: int = 8
+    quiet: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def next_run_dir(root: Path, name: str) -> Path:
+    """``root/name1``, ``root/name2``, ...: the first that does not exist yet."""
+    i = 1
+    while (root / f"{name}{i}").exists():
+        i += 1
+    return root / f"{name}{i}"
+
+
+def find_resume_dir(cfg: TrainConfig) -> Path:
+    """The run folder ``--resume`` continues: the one named, or the newest with a ``last.pt``."""
+    if isinstance(cfg.resume, str) and cfg.resume not in ("", "True", "true"):
+        p = Path(cfg.resume)
+        p = p.parent if p.suffix == ".pt" else p
+        if not (p / "last.pt").is_file():
+            raise FileNotFoundError(f"{p}: --resume: no last.pt in this folder")
+        return p
+    root = Path(cfg.out) / cfg.model
+    runs = [d for d in root.glob(f"{cfg.name}*") if (d / "last.pt").is_file()]
+    if not runs:
+        raise FileNotFoundError(f"{root}: --resume: no run named {cfg.name}N with a last.pt")
+    return max(runs, key=lambda d: (d / "last.pt").stat().st_mtime)
+
+
+class Trainer:
+    """Builds data, model, optimizer and schedule from a :class:`TrainConfig`, then ``fit()``."""
+
+    def __init__(self, cfg: TrainConfig, hooks: list[Hook] | None = None):
+        from detseg.engine.checkpoint import load_checkpoint
+        from detseg.models.zoo import ZOO, build_model
+        from detseg.tasks import get_task
+
+        self.device = dist_utils.init_distributed(cfg.device)
+        resume_state = None
+        if cfg.resume:
+            run_dir = find_resume_dir(cfg)
+            resume_state = load_checkpoint(run_dir / "last.pt")
+            saved = dict(resume_state["config"])
+            # The saved run's settings win, except how to run it now.
+            keep = {k: getattr(cfg, k) for k in ("device", "workers", "quiet", "resume")}
+            if cfg.epochs != TrainConfig.epochs and cfg.epochs > saved["epochs"]:
+                keep["epochs"] = cfg.epochs  # allow extending a finished run
+            cfg = TrainConfig(**{**saved, **keep})
+        elif dist_utils.is_main():
+            run_dir = next_run_dir(Path(cfg.out) / cfg.model, cfg.name)
+            run_dir.mkdir(parents=True)
+        else:
+            run_dir = Path()
+        self.run_dir = Path(_broadcast_str(str(run_dir)))
+        self.cfg = cfg
+        seed_everything(cfg.seed + dist_utils.rank())
+
+        if cfg.model not in ZOO:
+            raise ValueError(f"unknown model {cfg.model!r}; `detseg models` lists them")
+        self.task = get_task(ZOO[cfg.model].task)
+        self.train_set, self.val_set = build_datasets(cfg, self.task.name)
+        classes = self.train_set.seg_classes if self.task.name == "semantic" else self.train_set.classes
+        if resume_state is not None:
+            self.model = build_model(resume_state["builder"], **resume_state["builder_args"])
+            self.model.load_state_dict(resume_state["model"])
+        else:
+            kwargs = dict(cfg.model_opts)
+            if cfg.img_size is not None:
+                kwargs["img_size"] = cfg.img_size
+            if cfg.weights is not None:
+                kwargs["weights"] = cfg.weights
+            self.model = build_model(cfg.model, classes=list(classes), **kwargs)
+        self.model.dataset_info = dataset_info(self.train_set)
+        if cfg.freeze_backbone:
+            backbone = getattr(self.model, "backbone", None)
+            if backbone is None:
+                raise ValueError(f"{cfg.model}: --freeze-backbone: this model has no backbone")
+            backbone.requires_grad_(False)
+        self.model.to(self.device)
+        self.eval_model = self.model
+        if dist_utils.world_size() > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model)
+
+        self.train_loader = self._train_loader()
+        iters = cfg.epochs * len(self.train_loader)
+        self.optimizer = build_optimizer(self.eval_model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        warmup = int(cfg.warmup_epochs * len(self.train_loader))
+        self.scheduler = build_scheduler(self.optimizer, iters, warmup, cfg.schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
+        self.start_epoch, self.history = 0, []
+        self.best_metric, self.best_epoch = -math.inf, 0
+        self.train_seconds = 0.0
+        if resume_state is not None:
+            self._load_training_state(resume_state)
+        self.hooks = hooks if hooks is not None else default_hooks(cfg)
+
+    # -- data --------------------------------------------------------------------------------
+    def _train_loader(self) -> DataLoader:
+        from detseg.data.base import collate
+
+        cfg = self.cfg
+        if dist_utils.world_size() > 1:
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
+        else:
+            self._generator = torch.Generator().manual_seed(cfg.seed)
+            sampler = RandomSampler(self.train_set, generator=self._generator)
+        per_rank = len(self.train_set) // dist_utils.world_size()
+        return DataLoader(self.train_set, batch_size=cfg.batch, sampler=sampler,
+                          num_workers=cfg.workers, collate_fn=collate,
+                          drop_last=per_rank > cfg.batch, persistent_workers=False)
+
+    def _set_epoch(self, epoch: int) -> None:
+        sampler = self.train_loader.sampler
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        else:
+            self._generator.manual_seed(self.cfg.seed * 1000 + epoch)
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        m = self.eval_model
+        return {
+            "builder": m.builder_name, "builder_args": m.builder_args, "task": m.task,
+            "classes": m.classes, "model": m.state_dict(), "dataset_info": m.dataset_info,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": len(self.history),
+            "history": self.history, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds, "config": asdict(self.cfg),
+        }
+
+    def _load_training_state(self, s: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        if s.get("scaler"):
+            self.scaler.load_state_dict(s["scaler"])
+        self.start_epoch = int(s["epoch"])
+        self.history = list(s["history"])
+        self.best_metric, self.best_epoch = float(s["best_metric"]), int(s["best_epoch"])
+        self.train_seconds = float(s.get("train_seconds", 0.0))
+
+    def update_best(self, record: dict[str, Any]) -> bool:
+        value = _main_value(record, self.task)
+        if value > self.best_metric or self.best_epoch == 0:
+            self.best_metric, self.best_epoch = value, record["epoch"]
+            return True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), last)
+        return {
+            "model": self.cfg.model, "data": self.cfg.data, "task": self.task.name,
+            "epochs": len(self.history), "main_metric": self.task.main_metric,
+            "best_epoch": self.best_epoch, "best": best, "final": last,
+            "train_seconds": round(self.train_seconds, 2), "run_dir": str(self.run_dir),
+        }
+
+    # -- loop --------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        main = dist_utils.is_main()
+        if main:
+            for ds in (self.train_set, self.val_set):
+                if ds is not None:
+                    ds.warn_problems()
+            for h in self.hooks:
+                h.before_train(self)
+        if self.start_epoch >= self.cfg.epochs and main and not self.cfg.quiet:
+            print(f"{self.run_dir}: already trained for {self.start_epoch} epochs")
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            t0 = time.perf_counter()
+            train_losses = self.train_one_epoch(epoch)
+            self.train_seconds += time.perf_counter() - t0
+            record: dict[str, Any] = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in train_losses.items()}}
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            if main:
+                if self.val_set is not None:
+                    metrics, losses = evaluate(self.eval_model, self.val_set, self.task,
+                                               batch=self.cfg.batch, device=self.device,
+                                               quiet=self.cfg.quiet, desc="val")
+                    record.update({f"val/{k}": v for k, v in losses.items()})
+                    record.update(metrics)
+                record["epoch_seconds"] = round(time.perf_counter() - t0, 2)
+                record["train_seconds"] = round(self.train_seconds, 2)
+                self.history.append(record)
+                for h in self.hooks:
+                    h.after_epoch(self, record)
+                if not self.cfg.quiet:
+                    print(format_record(record, self.task))
+            else:
+                self.history.append(record)
+            dist_utils.barrier()
+        if main:
+            for h in self.hooks:
+                h.after_train(self)
+        return self.run_dir
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.model.train()
+        self._set_epoch(epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=cfg.quiet or not dist_utils.is_main(), dynamic_ncols=True, mininterval=1.0)
+        for images, targets in bar:
+            images, targets = to_device(images, targets, self.device)
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=cfg.amp):
+                out = self.model(images, targets)
+            loss = sum(out.losses.values())
+            value = dist_utils.all_reduce_mean(float(loss.detach()))
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {n + 1} "
+                    f"({', '.join(f'{k}={float(v.detach()):.4g}' for k, v in out.losses.items())}); "
+                    f"stopped. The last good checkpoint is kept in {self.run_dir}. "
+                    "Try a lower --lr, a smaller --clip-grad, or check the data with `detseg data check`."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.eval_model.parameters(), cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            n += 1
+            sums["loss"] = sums.get("loss", 0.0) + value
+            for k, v in out.losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def default_hooks(cfg: TrainConfig) -> list[Hook]:
+    return [ArgsWriter(), CheckpointHook(), MetricsLogger(), CurvesPlotter(), SamplesDrawer(cfg.samples)]
+
+
+def build_datasets(cfg: TrainConfig, task: str):
+    """Train (with augmentation) and validation (without) datasets for ``task``."""
+    from detseg.data import build_dataset
+    from detseg.data.transforms import build_transforms
+
+    # The split seed stays 0 (the canonical split `detseg eval` also uses): a different training
+    # --seed must not move validation images into the training set.
+    common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format)
+    train = build_dataset(cfg.data, split="train", **common)
+    train.transforms = build_transforms(task, train=True, flip_pairs=train.flip_pairs)
+    try:
+        val = build_dataset(cfg.data, split=cfg.val_split, **common)
+    except (ValueError, FileNotFoundError) as e:
+        if cfg.val_split != "val":
+            raise
+        print(f"no validation split ({e}); training without validation")
+        val = None
+    if len(train) == 0:
+        raise ValueError(f"{cfg.data}: the train split has no usable samples (see `detseg data check`)")
+    return train, val
+
+
+def dataset_info(ds) -> dict[str, Any]:
+    """What a checkpoint needs to know of its data (names for drawing and evaluation)."""
+    return {
+        "classes": list(ds.classes), "seg_classes": list(ds.seg_classes),
+        "keypoint_names": list(ds.keypoint_names), "flip_pairs": [list(p) for p in ds.flip_pairs],
+    }
+
+
+def format_record(record: dict[str, Any], task) -> str:
+    keys = ["train/loss", "val/loss", *task.metric_keys]
+    parts = [f"epoch {record['epoch']}"]
+    parts += [f"{k}={record[k]:.4f}" for k in keys if isinstance(record.get(k), (int, float))]
+    parts.append(f"{record.get('epoch_seconds', 0):.1f}s")
+    return "  ".join(parts)
+
+
+def _main_value(record: dict[str, Any], task) -> float:
+    v = record.get(task.main_metric)
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return float(v) if task.higher_is_better else -float(v)
+    loss = record.get("val/loss", record.get("train/loss", math.inf))
+    return -float(loss)
+
+
+def _broadcast_str(s: str) -> str:
+    if dist_utils.world_size() == 1:
+        return s
+    obj = [s]
+    torch.distributed.broadcast_object_list(obj, src=0)
+    return obj[0]

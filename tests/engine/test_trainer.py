@@ -1,0 +1,116 @@
+"""The training engine on tiny runs: run folder, resume, non-finite stop, SIGKILL + --resume, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detseg.engine.checkpoint import load_checkpoint, load_model
+from detseg.engine.trainer import NonFiniteLossError, TrainConfig, Trainer
+
+TINY = "shapes:size=32,n=24"
+
+
+def tiny_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(model="fcn", data=TINY, epochs=2, img_size=32, batch=8, lr=1e-3, out=str(tmp_path),
+                device="cpu", quiet=True, samples=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_folder_contents(tmp_path):
+    run = Trainer(tiny_cfg(tmp_path)).fit()
+    assert run == tmp_path / "fcn" / "train1"
+    for f in ("args.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.json", "curves.png", "samples.png"):
+        assert (run / f).is_file(), f
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    rec = json.loads(lines[-1])
+    assert "val/loss" in rec and "mIoU" in rec and "train/loss" in rec
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["epochs"] == 2 and summary["main_metric"] == "mIoU"
+    model = load_model(run / "best.pt")
+    assert model.task == "semantic" and model.classes[0] == "background"
+    # a second run gets the next folder
+    assert Trainer(tiny_cfg(tmp_path, epochs=1)).fit() == tmp_path / "fcn" / "train2"
+
+
+def test_resume_continues_and_extends(tmp_path):
+    Trainer(tiny_cfg(tmp_path, epochs=1)).fit()
+    run = Trainer(tiny_cfg(tmp_path, epochs=3, resume=True)).fit()
+    assert run == tmp_path / "fcn" / "train1"
+    epochs = [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+
+
+def test_resume_without_run_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        Trainer(tiny_cfg(tmp_path, resume=True))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, epochs=3))
+    model = trainer.model
+    real_forward = model.forward
+    calls = {"n": 0}
+
+    def forward(images, targets=None, **kw):
+        out = real_forward(images, targets, **kw)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] > 3:  # epoch 1 has 3 iterations (24 images / 8)
+                out.losses = {k: v * float("nan") for k, v in out.losses.items()}
+        return out
+
+    model.forward = forward
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        trainer.fit()
+    state = load_checkpoint(trainer.run_dir / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return [sys.executable, "-m", "detseg", *args], env
+
+
+def test_sigkill_then_resume_completes(tmp_path):
+    cmd, env = _cli("train", "fcn", "--data", "shapes:size=32,n=160", "--img-size", "32",
+                    "--epochs", "3", "--batch", "8", "--device", "cpu", "--out", str(tmp_path), "--quiet")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "fcn" / "train1" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert last.exists(), "epoch 1 never finished"
+    time.sleep(0.5)  # well inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(last)["epoch"] in (1, 2)
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    epochs = [json.loads(l)["epoch"] for l in (last.parent / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert not list((tmp_path / "fcn").glob("train2"))
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "detseg", "train", "fcn", "--data", "shapes:size=32,n=32", "--img-size", "32",
+           "--epochs", "2", "--batch", "4", "--device", "cpu", "--out", str(tmp_path), "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "fcn").iterdir())
+    assert [r.name for r in runs] == ["train1"]
+    assert sorted(p.name for p in runs[0].glob("*.pt")) == ["best.pt", "last.pt"]
+    assert load_checkpoint(runs[0] / "last.pt")["epoch"] == 2
+    assert len((runs[0] / "metrics.jsonl").read_text().splitlines()) == 2
