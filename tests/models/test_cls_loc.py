@@ -1,6 +1,8 @@
 """Classification + localization: protocol, predictions in original pixels, the multi-task loss
 (CE + lambda * L2 | L1 | smooth L1), target selection, rebuilding, and a tiny overfit."""
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,17 +15,17 @@ from detseg.models.zoo import build_model
 CLASSES = ["circle", "square", "triangle"]
 
 
-def tiny(**kw):
-    torch.manual_seed(0)
-    return build_model("cls_loc", CLASSES, img_size=64, backbone="simple", hidden=32, **kw)
+@pytest.fixture
+def tiny(tiny_model):
+    """``tiny(**kw)``: a small cls_loc model, the same weights on every call."""
+    return partial(tiny_model, "cls_loc", CLASSES, hidden=32)
 
 
-def batch():
-    g = torch.Generator().manual_seed(0)
-    ims = [torch.rand(3, 100, 80, generator=g), torch.rand(3, 64, 64, generator=g)]
+@pytest.fixture
+def batch(images):
     tgs = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 90.0]]), "labels": torch.tensor([2])},
            {"boxes": torch.tensor([[0.0, 0.0, 32.0, 16.0]]), "labels": torch.tensor([3])}]
-    return ims, tgs
+    return images, tgs
 
 
 def raw_outputs(m, ims):
@@ -31,9 +33,9 @@ def raw_outputs(m, ims):
     return m.head(m.backbone(b.tensor)[m.feature])
 
 
-def test_modes_and_prediction_format():
+def test_modes_and_prediction_format(tiny, batch):
     m = tiny().train()
-    ims, tgs = batch()
+    ims, tgs = batch
     out = m(ims, tgs)
     assert set(out.losses) == {"loss_cls", "loss_box"} and out.predictions is None
     assert len(m(ims, tgs, with_predictions=True).predictions) == 2
@@ -50,9 +52,9 @@ def test_modes_and_prediction_format():
     assert set(m(ims, tgs).losses) == {"loss_cls", "loss_box"}
 
 
-def test_boxes_map_back_to_original_pixels_per_axis():
+def test_boxes_map_back_to_original_pixels_per_axis(tiny, batch):
     m = tiny().eval()
-    ims, _ = batch()
+    ims, _ = batch
     _, boxes = raw_outputs(m, ims)
     p = m(ims).predictions[0]
     norm = box_convert(boxes[0][None], "cxcywh", "xyxy").clamp(0, 1)[0]
@@ -60,8 +62,8 @@ def test_boxes_map_back_to_original_pixels_per_axis():
 
 
 @pytest.mark.parametrize("kind", ["smooth_l1", "l1", "l2"])
-def test_loss_is_ce_plus_lambda_regression(kind):
-    ims, tgs = batch()
+def test_loss_is_ce_plus_lambda_regression(kind, tiny, batch):
+    ims, tgs = batch
     m = tiny(loss=kind, lam=1.0).eval()
     logits, boxes = raw_outputs(m, ims)
     goal = torch.stack([
@@ -87,9 +89,9 @@ def test_regression_loss_names():
         build_cls_loc(CLASSES, loss="l3")
 
 
-def test_largest_box_is_the_target_and_empty_targets_add_nothing():
+def test_largest_box_is_the_target_and_empty_targets_add_nothing(tiny, batch):
     m = tiny().eval()
-    ims, tgs = batch()
+    ims, tgs = batch
     several = dict(tgs[0])
     several["boxes"] = torch.tensor([[0.0, 0.0, 5.0, 5.0], *tgs[0]["boxes"]])
     several["labels"] = torch.tensor([1, 2])
@@ -105,28 +107,28 @@ def test_largest_box_is_the_target_and_empty_targets_add_nothing():
         m(ims, [empty, empty])
 
 
-def test_bad_targets_are_named():
+def test_bad_targets_are_named(tiny, batch):
     m = tiny().eval()
-    ims, tgs = batch()
+    ims, tgs = batch
     with pytest.raises(ValueError, match=r"targets\[1\]\['labels'\]: 0 is outside 1..3"):
         m(ims, [tgs[0], {"boxes": tgs[1]["boxes"], "labels": torch.tensor([0])}])
     with pytest.raises(ValueError, match=r"targets\[0\]: no 'boxes'"):
         m(ims, [{"labels": torch.tensor([1])}, tgs[1]])
 
 
-def test_gradients_reach_the_first_layer():
+def test_gradients_reach_the_first_layer(tiny, batch):
     m = tiny().train()
-    ims, tgs = batch()
+    ims, tgs = batch
     m(ims, tgs).loss.backward()
     assert m.backbone.stages["c1"][0].weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in m.parameters())  # DDP needs every parameter used
 
 
-def test_rebuild_from_builder_args_gives_identical_outputs():
+def test_rebuild_from_builder_args_gives_identical_outputs(tiny, batch):
     m = tiny(loss="l1", lam=0.5).eval()
     copy = build_model(m.builder_name, **m.builder_args).eval()
     copy.load_state_dict(m.state_dict())
-    ims, tgs = batch()
+    ims, tgs = batch
     a, b = m(ims, tgs), copy(ims, tgs)
     assert copy.loss_kind == "l1" and copy.lam == 0.5
     for p, q in zip(a.predictions, b.predictions):
@@ -140,7 +142,7 @@ def test_default_build_runs():
     assert m([torch.rand(3, 30, 50)]).predictions[0]["box"].shape == (4,)
 
 
-def test_overfits_one_tiny_batch():
+def test_overfits_one_tiny_batch(train_steps):
     torch.manual_seed(0)
     m = build_cls_loc(CLASSES, img_size=32, backbone="simple", hidden=32).train()
     ims, tgs = [], []
@@ -151,12 +153,5 @@ def test_overfits_one_tiny_batch():
         ims.append(im)
         tgs.append({"boxes": torch.tensor([[x, y, x + 12, y + 10]], dtype=torch.float32),
                     "labels": torch.tensor([1 + i % 3])})
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    first = None
-    for _ in range(40):
-        loss = m(ims, tgs).loss
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
+    first, last = train_steps(m, ims, tgs, lr=3e-3, steps=40)
+    assert last < 0.5 * first

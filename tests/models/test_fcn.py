@@ -2,6 +2,7 @@
 predictions at the original size, rebuilding from builder_args, and a tiny overfit."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -14,21 +15,21 @@ from detseg.structures import IGNORE_INDEX, ModelOutput
 CLASSES = ["background", "circle", "square"]
 
 
-def tiny(**kw):
-    torch.manual_seed(0)
-    return build_model("fcn", CLASSES, img_size=64, backbone="simple", width=16, **kw)
+@pytest.fixture
+def tiny(tiny_model):
+    """``tiny(**kw)``: a small FCN, the same weights on every call."""
+    return partial(tiny_model, "fcn", CLASSES, width=16)
 
 
-def batch():
-    g = torch.Generator().manual_seed(0)
-    ims = [torch.rand(3, 100, 80, generator=g), torch.rand(3, 64, 64, generator=g)]
-    tgs = [{"sem_seg": torch.randint(0, 3, im.shape[1:], generator=g)} for im in ims]
-    return ims, tgs
+@pytest.fixture
+def batch(images, generator):
+    tgs = [{"sem_seg": torch.randint(0, 3, im.shape[1:], generator=generator)} for im in images]
+    return images, tgs
 
 
-def test_train_mode_losses_only_unless_asked():
+def test_train_mode_losses_only_unless_asked(tiny, batch):
     m = tiny().train()
-    ims, tgs = batch()
+    ims, tgs = batch
     out = m(ims, tgs)
     assert isinstance(out, ModelOutput) and out.predictions is None
     assert set(out.losses) == {"loss_sem_seg"} and out.loss.requires_grad
@@ -36,9 +37,9 @@ def test_train_mode_losses_only_unless_asked():
     assert len(out.predictions) == 2 and out.losses
 
 
-def test_eval_mode_predictions_at_original_size_and_losses_with_targets():
+def test_eval_mode_predictions_at_original_size_and_losses_with_targets(tiny, batch):
     m = tiny().eval()
-    ims, tgs = batch()
+    ims, tgs = batch
     out = m(ims)
     assert out.losses == {}
     for im, p in zip(ims, out.predictions):
@@ -54,16 +55,16 @@ def test_eval_mode_predictions_at_original_size_and_losses_with_targets():
     assert "sem_seg_logits" in tiny(return_logits=True).eval()(ims).predictions[1]
 
 
-def test_gradients_reach_the_first_layer():
+def test_gradients_reach_the_first_layer(tiny, batch):
     m = tiny().train()
-    ims, tgs = batch()
+    ims, tgs = batch
     m(ims, tgs).loss.backward()
     first = m.backbone.stages["c1"][0].weight
     assert first.grad is not None and first.grad.abs().sum() > 0
     assert all(p.grad is not None for p in m.parameters())  # DDP needs every parameter used
 
 
-def test_loss_ignores_255_pixels():
+def test_loss_ignores_255_pixels(tiny):
     m = tiny().eval()
     im = torch.rand(3, 50, 70)
     seg = torch.full((50, 70), IGNORE_INDEX)
@@ -74,8 +75,8 @@ def test_loss_ignores_255_pixels():
     torch.testing.assert_close(out.losses["loss_sem_seg"], expected)
 
 
-def test_mean_over_labelled_pixels_of_the_batch_and_sum_option():
-    ims, tgs = batch()
+def test_mean_over_labelled_pixels_of_the_batch_and_sum_option(tiny, batch):
+    ims, tgs = batch
     tgs[0]["sem_seg"][:40] = IGNORE_INDEX
     mean = tiny().eval()(ims, tgs).losses["loss_sem_seg"]
     total = tiny(loss_reduction="sum").eval()(ims, tgs).losses["loss_sem_seg"]
@@ -87,9 +88,9 @@ def test_mean_over_labelled_pixels_of_the_batch_and_sum_option():
     assert loss.item() == 0 and loss.requires_grad
 
 
-def test_bad_targets_are_named():
+def test_bad_targets_are_named(tiny, batch):
     m = tiny().eval()
-    ims, tgs = batch()
+    ims, tgs = batch
     with pytest.raises(ValueError, match=r"targets\[1\]\['sem_seg'\]: shape"):
         m(ims, [tgs[0], {"sem_seg": torch.zeros(10, 10, dtype=torch.int64)}])
     bad = tgs[0]["sem_seg"].clone()
@@ -104,11 +105,11 @@ def test_bad_targets_are_named():
         build_fcn(CLASSES, loss_reduction="max")
 
 
-def test_rebuild_from_builder_args_gives_identical_outputs():
+def test_rebuild_from_builder_args_gives_identical_outputs(tiny, batch):
     m = tiny().eval()
     copy = build_model(m.builder_name, **m.builder_args).eval()
     copy.load_state_dict(m.state_dict())
-    ims, _ = batch()
+    ims, _ = batch
     a, b = m(ims, with_logits=True), copy(ims, with_logits=True)
     for p, q in zip(a.predictions, b.predictions):
         assert torch.equal(p["sem_seg_logits"], q["sem_seg_logits"])
@@ -131,7 +132,7 @@ def test_decoder_skips():
         FCNDecoder(bb_ch, bb_st, 3, skips=["c5"])
 
 
-def test_overfits_one_tiny_batch():
+def test_overfits_one_tiny_batch(train_steps):
     torch.manual_seed(0)
     m = build_fcn(CLASSES, img_size=32, backbone="simple", width=16).train()
     ims = [torch.rand(3, 32, 32) * 0.2 for _ in range(4)]
@@ -141,12 +142,5 @@ def test_overfits_one_tiny_batch():
         seg[4 + i: 20 + i, 6:22] = 1 + i % 2
         im[:, seg > 0] += 0.6
         tgs.append({"sem_seg": seg})
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    first = None
-    for _ in range(30):
-        loss = m(ims, tgs).loss
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
+    first, last = train_steps(m, ims, tgs, lr=1e-2, steps=30)
+    assert last < 0.5 * first

@@ -14,6 +14,9 @@ Classes: ``classes.txt``/``labels.txt`` in the root (line i names value i). SegN
 recognised by its ``*annot`` folders and CamVid sequence names (0001TP, 0006R0, 0016E5, Seq05VD):
 values 0..10 are its 11 classes and 11 (void) is mapped to 255 = ignore. Otherwise the label
 values are scanned once (all splits) and named ``class_0..class_K``. 255 is always ignore.
+
+:class:`LabelPngReader` (one label PNG per image: size checks, decoding, ``sem_seg`` targets) is
+the base of :class:`SegFolders` and of PASCAL VOC's ``SegmentationClass`` reader.
 """
 
 from __future__ import annotations
@@ -108,11 +111,79 @@ def _label_header(path: Path) -> tuple[int, int, str]:
         return h, w, im.mode
 
 
-class SegFolders(SplitReader):
-    """Semantic segmentation from image/label-PNG folder pairs: ``sem_seg`` per image."""
+class LabelPngReader(SplitReader):
+    """Base of the semantic segmentation readers: one label PNG per image -> ``sem_seg``.
+
+    Subclasses set ``value_map`` (``uint8 [256]``: label value -> class index, 255 = ignore) and
+    call :meth:`add_pair` for each sample. They override :meth:`label_size` where a label PNG need
+    not be single-channel, and :meth:`decode_label` where its pixels are not the label values.
+    ``detseg data check`` counts pixels through ``value_map``, :meth:`read_label`, ``label_files``.
+    """
 
     task = "semantic"
     target_keys = ("sem_seg",)
+    value_map: np.ndarray
+
+    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
+                 seed: int = 0, transforms: Transform | None = None):
+        super().__init__(root, split, val_fraction, seed, transforms)
+        self.label_files: list[str] = []
+        self.image_ids: list[int] = []
+
+    def add_pair(self, image: Path, label: Path, image_id: int) -> None:
+        """Keep the sample when both headers read and the sizes agree; else a Problem says why."""
+        try:
+            hw = image_size(image)
+        except ValueError as e:
+            self.problem(image, "image", f"{header_error(e)}: sample skipped")
+            return
+        lhw = self.label_size(label)
+        if lhw is None:
+            return
+        if lhw != hw:
+            self.problem(label, "size", f"label is {lhw[1]}x{lhw[0]} but the image is {hw[1]}x{hw[0]}: "
+                         "sample skipped")
+            return
+        self.files.append(str(image))
+        self.label_files.append(str(label))
+        self.sizes.append(hw)
+        self.image_ids.append(image_id)
+
+    def label_size(self, label: Path) -> tuple[int, int] | None:
+        """``(H, W)`` of a single-channel (``L``/``P``) label PNG; None once a Problem says why not."""
+        try:
+            lh, lw, mode = _label_header(label)
+        except ValueError as e:
+            self.problem(label, "label", f"{header_error(e)}: sample skipped")
+            return None
+        if mode not in ("L", "P"):
+            self.problem(label, "label", f"mode {mode}: expected a single-channel PNG of class indices "
+                         "(colour-coded labels are not supported): sample skipped")
+            return None
+        return lh, lw
+
+    def decode_label(self, im: Image.Image) -> np.ndarray:
+        """An open label PNG -> its ``uint8 [H, W]`` label values (before ``value_map``)."""
+        return np.asarray(im, dtype=np.uint8).copy()
+
+    def read_label(self, index: int) -> np.ndarray:
+        """The ``uint8 [H, W]`` label values of sample ``index`` (before ``value_map``)."""
+        with Image.open(self.label_files[index]) as im:
+            return self.decode_label(im)
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        return {}
+
+    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image = read_image(self.files[index])
+        seg = torch.from_numpy(self.value_map[self.read_label(index)].astype(np.int64))
+        h, w = image.shape[-2:]
+        return image, {"sem_seg": seg, "image_id": self.image_ids[index],
+                       "orig_size": torch.tensor([h, w], dtype=torch.int64)}
+
+
+class SegFolders(LabelPngReader):
+    """Semantic segmentation from image/label-PNG folder pairs: ``sem_seg`` per image."""
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
                  seed: int = 0, transforms: Transform | None = None):
@@ -133,8 +204,6 @@ class SegFolders(SplitReader):
         self.pairs = pairs
         self.value_map = self._classes(Path(root), pairs, samples)
         self.classes = list(self.seg_classes)
-        self.label_files: list[str] = []
-        self.image_ids: list[int] = []
         index = {k: i for i, k in enumerate(keys)}
         chosen = self.select(keys, own if len(own) == len(pairs) else None)
         self.index_samples(chosen, lambda k: self._add(*samples[k], index[k]))
@@ -183,39 +252,4 @@ class SegFolders(SplitReader):
         if label is None:
             self.problem(image, "label", "no label PNG with this name: sample skipped")
             return
-        try:
-            hw = image_size(image)
-        except ValueError as e:
-            self.problem(image, "image", f"{header_error(e)}: sample skipped")
-            return
-        try:
-            lh, lw, mode = _label_header(label)
-        except ValueError as e:
-            self.problem(label, "label", f"{header_error(e)}: sample skipped")
-            return
-        if mode not in ("L", "P"):
-            self.problem(label, "label", f"mode {mode}: expected a single-channel PNG of class indices "
-                         "(colour-coded labels are not supported): sample skipped")
-            return
-        if (lh, lw) != hw:
-            self.problem(label, "size", f"label is {lw}x{lh} but the image is {hw[1]}x{hw[0]}: sample skipped")
-            return
-        self.files.append(str(image))
-        self.label_files.append(str(label))
-        self.sizes.append(hw)
-        self.image_ids.append(image_id)
-
-    def annotation(self, index: int) -> dict[str, Any]:
-        return {}
-
-    def read_label(self, index: int) -> np.ndarray:
-        """The raw ``uint8 [H, W]`` values of sample ``index``'s label PNG (before mapping)."""
-        with Image.open(self.label_files[index]) as im:
-            return np.asarray(im, dtype=np.uint8).copy()
-
-    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        image = read_image(self.files[index])
-        seg = torch.from_numpy(self.value_map[self.read_label(index)].astype(np.int64))
-        h, w = image.shape[-2:]
-        return image, {"sem_seg": seg, "image_id": self.image_ids[index],
-                       "orig_size": torch.tensor([h, w], dtype=torch.int64)}
+        self.add_pair(image, label, image_id)

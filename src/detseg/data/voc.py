@@ -32,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from detseg.data.base import Transform, image_size, read_image
+from detseg.data.folders import LabelPngReader
 from detseg.data.split import (SplitReader, child, find_image, header_error, list_images,
                                read_classes_file)
 from detseg.structures import IGNORE_INDEX, Problem
@@ -304,15 +305,12 @@ class VOCDetection(SplitReader):
         return image, target
 
 
-class VOCSegmentation(SplitReader):
+class VOCSegmentation(LabelPngReader):
     """PASCAL VOC semantic segmentation: ``SegmentationClass/*.png`` palette indices -> ``sem_seg``.
 
     Index 0 is background, 1..20 the VOC classes, 255 the object border (ignored). RGB-coloured
     label PNGs are mapped back through the VOC colour map (unknown colours -> 255).
     """
-
-    task = "semantic"
-    target_keys = ("sem_seg",)
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
                  seed: int = 0, transforms: Transform | None = None):
@@ -331,8 +329,6 @@ class VOCSegmentation(SplitReader):
         labels = {p.stem: p for p in sorted(layout.segmentation.glob("*.png"))}
         own = read_image_sets(layout.image_sets / "Segmentation" if layout.image_sets else None)
         keys = list(labels)
-        self.label_files: list[str] = []
-        self.image_ids: list[int] = []
         index = {k: i for i, k in enumerate(keys)}
         self.index_samples(self.select(keys, own), lambda k: self._add(k, labels[k], index[k]))
 
@@ -341,39 +337,22 @@ class VOCSegmentation(SplitReader):
         if image is None:
             self.problem(label, "image", f"no image {key}.* in {self.layout.images}: sample skipped")
             return
-        sizes = []
-        for path in (image, label):
-            try:
-                sizes.append(image_size(path))
-            except ValueError as e:
-                self.problem(path, "image", f"{header_error(e)}: sample skipped")
-                return
-        hw, lhw = sizes
-        if hw != lhw:
-            self.problem(label, "size", f"label is {lhw[1]}x{lhw[0]} but the image is {hw[1]}x{hw[0]}: "
-                         "sample skipped")
-            return
-        self.files.append(str(image))
-        self.label_files.append(str(label))
-        self.sizes.append(hw)
-        self.image_ids.append(image_id)
+        self.add_pair(image, label, image_id)
 
-    def annotation(self, index: int) -> dict[str, Any]:
-        return {}
+    def label_size(self, label: Path) -> tuple[int, int] | None:
+        """``(H, W)`` of a label PNG of any mode: RGB labels are decoded by colour."""
+        try:
+            return image_size(label)
+        except ValueError as e:
+            self.problem(label, "image", f"{header_error(e)}: sample skipped")
+            return None
 
-    def read_label(self, index: int) -> np.ndarray:
-        """``uint8 [H, W]`` class indices (255 = ignore) of sample ``index``."""
-        with Image.open(self.label_files[index]) as im:
-            if im.mode in ("P", "L"):
-                return np.asarray(im, dtype=np.uint8).copy()
-            return _colours_to_index(np.asarray(im.convert("RGB")))
-
-    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        image = read_image(self.files[index])
-        seg = torch.from_numpy(self.value_map[self.read_label(index)].astype(np.int64))
-        h, w = image.shape[-2:]
-        return image, {"sem_seg": seg, "image_id": self.image_ids[index],
-                       "orig_size": torch.tensor([h, w], dtype=torch.int64)}
+    def decode_label(self, im: Image.Image) -> np.ndarray:
+        """``uint8 [H, W]`` class indices (255 = ignore): palette/grey values as they are, RGB
+        colours through the VOC colour map."""
+        if im.mode in ("P", "L"):
+            return super().decode_label(im)
+        return _colours_to_index(np.asarray(im.convert("RGB")))
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:

@@ -31,27 +31,23 @@ class ClsLocEvaluator(Evaluator):
         self.iou_threshold = iou_threshold
         super().__init__(classes)
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         # One row per image: (first ground-truth label, class right, localized, best IoU).
         self.rows: list[tuple[int, bool, bool, float]] = []
-        self._metrics = {}
 
-    def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-        self._check_lengths(predictions, targets)
-        self._metrics = {}  # a table() after more updates must recompute
-        for p, t in zip(predictions, targets):
-            image_id = t.get("image_id", "?")
-            gt_boxes = boxes_of(t)
-            if len(gt_boxes) == 0:
-                continue
-            if t.get("labels") is None:
-                raise ValueError(f"target of image {image_id}: field 'labels' is missing")
-            gt_labels = to_numpy(t["labels"], np.int64).reshape(-1)
-            label, box = _guess(p, image_id)
-            ious = box_iou(box[None], gt_boxes)[0]
-            same = gt_labels == label
-            self.rows.append((int(gt_labels[0]), bool(same.any()),
-                              bool((ious[same] >= self.iou_threshold).any()), float(ious.max())))
+    def _add_image(self, p: dict[str, Any], t: dict[str, Any]) -> None:
+        image_id = t.get("image_id", "?")
+        gt_boxes = boxes_of(t)
+        if len(gt_boxes) == 0:
+            return
+        if t.get("labels") is None:
+            raise ValueError(f"target of image {image_id}: field 'labels' is missing")
+        gt_labels = to_numpy(t["labels"], np.int64).reshape(-1)
+        label, box = _guess(p, image_id)
+        ious = box_iou(box[None], gt_boxes)[0]
+        same = gt_labels == label
+        self.rows.append((int(gt_labels[0]), bool(same.any()),
+                          bool((ious[same] >= self.iou_threshold).any()), float(ious.max())))
 
     def state(self) -> list[tuple[int, bool, bool, float]]:
         return self.rows

@@ -79,6 +79,9 @@ class Evaluator:
     ``state()`` is a picklable snapshot of what ``update`` kept and ``merge(states)`` adds other
     processes' snapshots, so results gathered from several ranks (``all_gather_object``) can be
     evaluated in one place. detseg's engine itself evaluates on rank 0 only and never needs it.
+
+    A subclass implements :meth:`_clear` and :meth:`_add_image` (one image's prediction and target)
+    and inherits ``reset`` and ``update``, or overrides those two itself.
     """
 
     task: str = ""
@@ -88,10 +91,24 @@ class Evaluator:
         self._metrics: dict[str, float] = {}
         self.reset()
 
-    def reset(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def reset(self) -> None:
+        """Forget every update."""
+        self._metrics = {}
+        self._clear()
 
     def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+        """Add one batch: ``predictions[i]`` is the model's output for ``targets[i]``'s image."""
+        self._check_lengths(predictions, targets)
+        self._metrics = {}  # a table() after more updates must recompute
+        for p, t in zip(predictions, targets):
+            self._add_image(p, t)
+
+    def _clear(self) -> None:  # pragma: no cover - abstract
+        """Empty what :meth:`_add_image` fills."""
+        raise NotImplementedError
+
+    def _add_image(self, prediction: dict[str, Any], target: dict[str, Any]) -> None:
+        """Keep what :meth:`compute` needs of one image (on the CPU)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def compute(self) -> dict[str, float]:  # pragma: no cover - abstract

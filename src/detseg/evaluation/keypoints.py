@@ -192,39 +192,35 @@ class PoseEvaluator(Evaluator):
         self.pck_alpha = pck_alpha
         super().__init__(list(classes) or ["person"])
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self.items: list[dict[str, Any]] = []
-        self._metrics = {}
 
-    def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-        self._check_lengths(predictions, targets)
-        self._metrics = {}  # a table() after more updates must recompute
-        for p, t in zip(predictions, targets):
-            image_id = t.get("image_id", "?")
-            if t.get("keypoints") is None or p.get("keypoints") is None:
-                which = "target" if t.get("keypoints") is None else "prediction"
-                raise ValueError(f"{which} of image {image_id}: field 'keypoints' is missing")
-            gt = to_numpy(t["keypoints"], np.float64)
-            dt = to_numpy(p["keypoints"], np.float64)
-            gt = gt.reshape(-1, *gt.shape[-2:])
-            dt = dt.reshape(-1, *dt.shape[-2:])
-            if len(gt) == 0:
-                continue  # no person in this image: nothing to score
-            if len(dt) == 0 or dt.shape[1] != gt.shape[1]:
-                raise ValueError(f"prediction of image {image_id}: field 'keypoints' has shape "
-                                 f"{tuple(dt.shape)}, target {tuple(gt.shape)}")
-            if dt.shape[2] == 2:
-                dt = np.concatenate([dt, np.ones(dt.shape[:2] + (1,))], axis=2)
-            box = boxes_of(t)
-            pbox = boxes_of(p, "boxes") if "boxes" in p else boxes_of(p, "box")
-            score = to_numpy(p["scores"]).reshape(-1)[:1] if p.get("scores") is not None else []
-            self.items.append({
-                "gt": gt[0], "dt": dt[0], "box": box[0] if len(box) else None,
-                "pred_box": pbox[0] if len(pbox) else None,
-                "score": float(score[0]) if len(score) else 1.0,
-                "size": tuple(to_numpy(t["orig_size"]).tolist()) if t.get("orig_size") is not None
-                else None,
-            })
+    def _add_image(self, p: dict[str, Any], t: dict[str, Any]) -> None:
+        image_id = t.get("image_id", "?")
+        if t.get("keypoints") is None or p.get("keypoints") is None:
+            which = "target" if t.get("keypoints") is None else "prediction"
+            raise ValueError(f"{which} of image {image_id}: field 'keypoints' is missing")
+        gt = to_numpy(t["keypoints"], np.float64)
+        dt = to_numpy(p["keypoints"], np.float64)
+        gt = gt.reshape(-1, *gt.shape[-2:])
+        dt = dt.reshape(-1, *dt.shape[-2:])
+        if len(gt) == 0:
+            return  # no person in this image: nothing to score
+        if len(dt) == 0 or dt.shape[1] != gt.shape[1]:
+            raise ValueError(f"prediction of image {image_id}: field 'keypoints' has shape "
+                             f"{tuple(dt.shape)}, target {tuple(gt.shape)}")
+        if dt.shape[2] == 2:
+            dt = np.concatenate([dt, np.ones(dt.shape[:2] + (1,))], axis=2)
+        box = boxes_of(t)
+        pbox = boxes_of(p, "boxes") if "boxes" in p else boxes_of(p, "box")
+        score = to_numpy(p["scores"]).reshape(-1)[:1] if p.get("scores") is not None else []
+        self.items.append({
+            "gt": gt[0], "dt": dt[0], "box": box[0] if len(box) else None,
+            "pred_box": pbox[0] if len(pbox) else None,
+            "score": float(score[0]) if len(score) else 1.0,
+            "size": tuple(to_numpy(t["orig_size"]).tolist()) if t.get("orig_size") is not None
+            else None,
+        })
 
     def state(self) -> list[dict[str, Any]]:
         return self.items
