@@ -57,6 +57,7 @@ class TrainConfig:
     format: str | None = None
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
     freeze_backbone: bool = False
+    augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
     model_opts: dict[str, Any] = field(default_factory=dict)
     samples: int = 8
     quiet: bool = False
@@ -302,6 +303,13 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     return [ArgsWriter(), CheckpointHook(), MetricsLogger(), CurvesPlotter(), SamplesDrawer(cfg.samples)]
 
 
+AUGMENT: dict[str, dict[str, Any]] = {
+    "full": {},  # build_transforms' defaults: flip, scale jitter, colour jitter
+    "flip": {"scale_jitter": None, "photometric": False},
+    "none": {},
+}
+
+
 def build_datasets(cfg: TrainConfig, task: str):
     """Train (with augmentation) and validation (without) datasets for ``task``."""
     from detseg.data import build_dataset
@@ -311,7 +319,11 @@ def build_datasets(cfg: TrainConfig, task: str):
     # --seed must not move validation images into the training set.
     common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format)
     train = build_dataset(cfg.data, split="train", **common)
-    train.transforms = build_transforms(task, train=True, flip_pairs=train.flip_pairs)
+    if cfg.augment not in AUGMENT:
+        raise ValueError(f"augment: unknown {cfg.augment!r} (choose {', '.join(AUGMENT)})")
+    if cfg.augment != "none":
+        train.transforms = build_transforms(task, train=True, flip_pairs=train.flip_pairs,
+                                            **AUGMENT[cfg.augment])
     try:
         val = build_dataset(cfg.data, split=cfg.val_split, **common)
     except (ValueError, FileNotFoundError) as e:
