@@ -31,6 +31,16 @@ INTROS: dict[str, str] = {
         "summary statistic from pycocotools'. The `faster-coco-eval (eval only)` row times the "
         "COCO dicts -> stats stage alone."
     ),
+    "train_budget": (
+        "Validation metric reached on the shapes world for a training budget on the 2-core CPU "
+        "machine (`train_seconds` excludes evaluation). These runs chose the recipes of "
+        "`detseg demo`: for the FCN, many distinct scenes beat many epochs; augmentation does "
+        "not help on an endless procedural world; bf16 autocast (`--amp`) is ~1.7x faster on "
+        "this AVX512-BF16 CPU. Rows with an empty `train_seconds` shared the machine."
+    ),
+    "demo": (
+        "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
+    ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")

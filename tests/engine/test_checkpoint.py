@@ -32,6 +32,7 @@ def test_missing_truncated_and_foreign(tmp_path):
         load_checkpoint(p)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_refuses_pickled_objects(tmp_path):
     p = tmp_path / "evil.pt"
     with open(p, "wb") as f:
