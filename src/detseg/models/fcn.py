@@ -30,15 +30,11 @@ Noh et al., "Learning Deconvolution Network for Semantic Segmentation", ICCV 201
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detseg.layers.upsampling import TransposeConvUpsample
 from detseg.models.backbones import Backbone, build_backbone
-from detseg.models.base import DetsegModel
-from detseg.models.transform import ImageBatch, maps_to_original, preprocess
-from detseg.structures import IGNORE_INDEX, ModelOutput
+from detseg.models.semantic import SemanticLoss, SemanticModel
 
 
 MIN_WIDTH = 16
@@ -99,95 +95,50 @@ class FCNDecoder(nn.Module):
         return self.final_up(self.classifier(x))
 
 
-class FCN(DetsegModel):
-    """Semantic segmentation model; ``classes`` are the ``sem_seg`` names, 0-based.
+class EncoderDecoder(nn.Module):
+    """``Tensor[B, 3, H, W]`` (normalised) -> logits ``Tensor[B, C, H, W]``: backbone, then decoder."""
+
+    def __init__(self, backbone: Backbone, decoder: nn.Module, image_skip: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.image_skip = image_skip
+        self.stride = backbone.out_stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone(x)
+        if self.image_skip:
+            features = {"image": x, **features}
+        return self.decoder(features)
+
+
+class FCN(SemanticModel):
+    """The encoder-decoder FCN: a :class:`SemanticModel` whose network is an :class:`EncoderDecoder`.
 
     See the module docstring for the loss and prediction conventions.
     """
 
-    task = "semantic"
-
     def __init__(self, classes: list[str], backbone: Backbone, decoder: nn.Module, img_size: int,
                  loss_reduction: str = "mean", return_logits: bool = False,
-                 image_skip: bool = False):
-        super().__init__(classes)
-        if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"fcn: loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        self.backbone = backbone
-        self.decoder = decoder
-        self.img_size = img_size
-        self.loss_reduction = loss_reduction
-        self.return_logits = return_logits
+                 image_skip: bool = False, class_weights: list[float] | None = None):
+        super().__init__(classes, EncoderDecoder(backbone, decoder, image_skip), img_size,
+                         loss=SemanticLoss(len(classes), loss_reduction, class_weights),
+                         return_logits=return_logits, who="fcn")
         self.image_skip = image_skip
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None,
-                with_predictions: bool = False, with_logits: bool = False) -> ModelOutput:
-        """See :class:`~detseg.models.base.DetsegModel`; ``with_logits`` adds ``sem_seg_logits``."""
-        batch = preprocess(images, self.img_size, keep_aspect=True,
-                           stride=self.backbone.out_stride, who="fcn")
-        logits = self.logits(batch)
-        out = ModelOutput()
-        if targets is not None:
-            out.losses = {"loss_sem_seg": self.loss(logits, targets)}
-        if with_predictions or not self.training:
-            out.predictions = [self.postprocess(lg.detach(), with_logits or self.return_logits)
-                               for lg in logits]
-        return out
+    @property
+    def backbone(self) -> Backbone:
+        return self.network.backbone
 
-    def logits(self, batch: ImageBatch) -> list[Tensor]:
-        """Per-image logits ``Tensor[C, H_i, W_i]`` at each image's original size."""
-        features = self.backbone(batch.tensor)
-        if self.image_skip:
-            features = {"image": batch.tensor, **features}
-        return maps_to_original(self.decoder(features), batch)
-
-    def loss(self, logits: list[Tensor], targets: list[dict[str, Tensor]]) -> Tensor:
-        """Cross-entropy over the labelled pixels of the whole batch (``mean`` or ``sum``)."""
-        if len(targets) != len(logits):
-            raise ValueError(f"fcn: got {len(logits)} images but {len(targets)} targets")
-        segs = [self._check_sem_seg(i, t, lg) for i, (lg, t) in enumerate(zip(logits, targets))]
-        # One cross-entropy call when the sizes agree (the usual batch), else one per image.
-        if len({tuple(s.shape) for s in segs}) == 1:
-            pairs = [(torch.stack(logits), torch.stack(segs))]
-        else:
-            pairs = [(lg[None], s[None]) for lg, s in zip(logits, segs)]
-        total = sum(F.cross_entropy(lg, s, ignore_index=IGNORE_INDEX, reduction="sum")
-                    for lg, s in pairs)
-        if self.loss_reduction == "sum":
-            return total
-        count = sum((s != IGNORE_INDEX).sum() for s in segs)
-        # A batch with no labelled pixel gives 0 (still attached to the graph), not NaN.
-        return total / count.clamp(min=1)
-
-    def _check_sem_seg(self, i: int, target: dict[str, Tensor], logits: Tensor) -> Tensor:
-        size = tuple(logits.shape[-2:])
-        if "sem_seg" not in target:
-            raise ValueError(f"fcn: targets[{i}]: no 'sem_seg' (semantic segmentation needs it)")
-        seg = target["sem_seg"]
-        if tuple(seg.shape) != size:
-            raise ValueError(f"fcn: targets[{i}]['sem_seg']: shape {tuple(seg.shape)} differs from "
-                             f"the image's {size}")
-        seg = seg.to(device=logits.device, dtype=torch.int64)
-        bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= self.num_classes))
-        if bad.any():
-            raise ValueError(f"fcn: targets[{i}]['sem_seg']: value {int(seg[bad][0])} is neither a "
-                             f"class index 0..{self.num_classes - 1} nor {IGNORE_INDEX} (ignore)")
-        return seg
-
-    def postprocess(self, logits: Tensor, with_logits: bool) -> dict[str, Tensor]:
-        """``Tensor[C, H, W]`` logits -> the prediction dict of the module docstring."""
-        probs = logits.softmax(0)
-        conf, sem_seg = probs.max(0)
-        pred = {"sem_seg": sem_seg, "scores": conf.mean()}
-        if with_logits:
-            pred["sem_seg_logits"] = logits
-        return pred
+    @property
+    def decoder(self) -> nn.Module:
+        return self.network.decoder
 
 
 def build_fcn(classes: list[str], img_size: int = 128, backbone: str = "alexnet_small",
               width: int = 64, weights: str | None = None, loss_reduction: str = "mean",
               return_logits: bool = False, backbone_width: int | None = None,
-              image_skip: bool = True) -> FCN:
+              image_skip: bool = True, class_weights: list[float] | None = None) -> FCN:
     """An encoder-decoder FCN (see the module docstring).
 
     Args:
@@ -201,6 +152,8 @@ def build_fcn(classes: list[str], img_size: int = 128, backbone: str = "alexnet_
         backbone_width: base width of ``alexnet_small``/``simple`` (their default when ``None``).
         image_skip: fuse the (normalised) input image as a last, stride-1 skip, so class
             boundaries and thin parts are decided at full resolution.
+        class_weights: per-class loss weights (e.g. median-frequency balancing, see
+            :func:`~detseg.models.semantic.median_frequency_weights`).
     """
     kw = {} if backbone_width is None else {"width": backbone_width}
     bb = build_backbone(backbone, weights=weights, **kw)
@@ -209,4 +162,4 @@ def build_fcn(classes: list[str], img_size: int = 128, backbone: str = "alexnet_
         channels, strides = {"image": 3, **channels}, {"image": 1, **strides}
     decoder = FCNDecoder(channels, strides, len(classes), width=width)
     return FCN(classes, bb, decoder, img_size, loss_reduction=loss_reduction,
-               return_logits=return_logits, image_skip=image_skip)
+               return_logits=return_logits, image_skip=image_skip, class_weights=class_weights)
