@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weights", default=None,
                    help="pretrained backbone weights: a local file, or a torchvision enum name (downloads)")
     t.add_argument("--freeze-backbone", action="store_true")
+    t.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="stop after the epoch during which MIN minutes of training have passed")
     t.add_argument("--augment", choices=["full", "flip", "none"], default="full",
                    help="training augmentation: flip + scale jitter + colour, flip only, or none")
     t.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
@@ -152,7 +154,7 @@ def cmd_train(args) -> int:
         clip_grad=args.clip_grad or None, amp=args.amp, device=args.device, workers=args.workers,
         seed=args.seed, out=args.out, name=args.name, resume=args.resume,
         val_fraction=args.val_fraction, val_split=args.val_split, format=args.format,
-        weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment,
+        weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
     )
     trainer = Trainer(cfg)

@@ -114,3 +114,10 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert sorted(p.name for p in runs[0].glob("*.pt")) == ["best.pt", "last.pt"]
     assert load_checkpoint(runs[0] / "last.pt")["epoch"] == 2
     assert len((runs[0] / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_time_limit_stops_after_the_epoch(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, epochs=5, time_limit=1e-6))
+    trainer.fit()
+    assert len(trainer.history) == 1
+    assert load_checkpoint(trainer.run_dir / "last.pt")["epoch"] == 1

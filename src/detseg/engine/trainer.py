@@ -58,6 +58,7 @@ class TrainConfig:
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
     freeze_backbone: bool = False
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
+    time_limit: float | None = None  # minutes of training; stops after the epoch that passes it
     model_opts: dict[str, Any] = field(default_factory=dict)
     samples: int = 8
     quiet: bool = False
@@ -254,6 +255,11 @@ class Trainer:
             else:
                 self.history.append(record)
             dist_utils.barrier()
+            limit = self.cfg.time_limit
+            if dist_utils.broadcast_flag(limit is not None and self.train_seconds >= limit * 60):
+                if main and not self.cfg.quiet:
+                    print(f"time limit of {limit} min reached after epoch {epoch + 1}")
+                break
         if main:
             for h in self.hooks:
                 h.after_train(self)
