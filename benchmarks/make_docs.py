@@ -41,6 +41,15 @@ INTROS: dict[str, str] = {
     "demo": (
         "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
     ),
+    "sliding_window": (
+        "The lecture's case for fully convolutional networks, measured: one `sliding_window_seg` "
+        "model labels a 128x128 shapes image window by window (`mode=window`: the 17x17 window "
+        "around every pixel classified on its own) and as the same classifier convolutionalized "
+        "(`mode=fcn`: one pass that shares the features of overlapping windows). `seconds` is the "
+        "best of `repeat` calls of the whole prediction, `ratio` the window path's seconds over "
+        "the row's, `same_labels` whether every pixel got the same label, and `max_logit_diff` "
+        "the largest absolute difference of the two paths' logits (float rounding)."
+    ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")

@@ -15,6 +15,8 @@ from typing import Any, Callable, NamedTuple
 from detseg.models.base import DetsegModel
 from detseg.models.cls_loc import build_cls_loc
 from detseg.models.fcn import build_fcn
+from detseg.models.fcn_same_res import build_fcn_same_res
+from detseg.models.sliding_window import build_sliding_window_seg
 
 
 class ZooEntry(NamedTuple):
@@ -26,6 +28,11 @@ class ZooEntry(NamedTuple):
 
 
 ZOO: dict[str, ZooEntry] = {
+    "sliding_window_seg": ZooEntry(build_sliding_window_seg, "semantic",
+                                   "sliding window: a patch classifier labels each window's centre "
+                                   "pixel (mode=fcn runs it convolutionalized)"),
+    "fcn_same_res": ZooEntry(build_fcn_same_res, "semantic",
+                             "same-resolution FCN: padded 3x3 convs, no downsampling, 1x1 class scores"),
     "fcn": ZooEntry(build_fcn, "semantic",
                     "encoder-decoder FCN: downsampling CNN, transpose-convolution upsampling, skips"),
     "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
