@@ -17,6 +17,10 @@ decoders that must draw thin structures; ``c5`` the deepest map).
   normalisation: it lets a random initialisation train in a few CPU minutes.
 - ``simple``: a tiny conv stack for tests (~25k parameters).
 
+Backbones whose downsampling is max-pooling (``alexnet_small``) also declare those pools
+(``pool_specs``) and offer ``forward_with_indices``, which returns each pool's argmax indices beside
+the features, for decoders that max-unpool with them (SegNet; Badrinarayanan et al., TPAMI 2017).
+
 Random initialisation by default. ``weights`` is a local file (a ``state_dict`` saved by torch, a
 torchvision checkpoint, or a detseg checkpoint, read with ``torch.load(weights_only=True)``) or a
 torchvision weights enum name such as ``"ResNet18_Weights.IMAGENET1K_V1"`` (downloads, so only when
@@ -28,11 +32,42 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A backbone max-pool whose argmax indices :meth:`Backbone.forward_with_indices` records.
+
+    ``in_stride -> out_stride`` are the strides of the pool's input and output maps, ``channels``
+    their channel count, ``kernel``/``stride``/``padding`` the pool's own.
+    """
+
+    stage: str
+    in_stride: int
+    out_stride: int
+    channels: int
+    kernel: int
+    stride: int
+    padding: int
+
+
+PoolIndices = dict[int, tuple[Tensor, tuple[int, int]]]
+"""``{pool in_stride: (indices Tensor[B, C, h, w] int64, pool input size (H, W))}``."""
+
+
+def _int(v: int | tuple[int, ...]) -> int:
+    if isinstance(v, tuple):
+        if len(set(v)) != 1:
+            raise ValueError(f"non-square pooling {v} is not supported for index recording")
+        return int(v[0])
+    return int(v)
 
 
 class Backbone(nn.Module):
@@ -58,6 +93,16 @@ class Backbone(nn.Module):
         """The stride of the deepest feature map (inputs are padded to a multiple of it)."""
         return max(self.strides.values())
 
+    @property
+    def pool_specs(self) -> dict[int, PoolSpec]:
+        """The max-pools whose indices can be recorded, by input stride (none by default)."""
+        return {}
+
+    def forward_with_indices(self, x: Tensor) -> tuple[dict[str, Tensor], PoolIndices]:
+        """``(features, pool indices)`` (see :data:`PoolIndices`); only with ``pool_specs``."""
+        raise ValueError(f"backbone {type(self).__name__}: has no max-pools whose indices can be "
+                         "recorded")
+
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
@@ -80,6 +125,40 @@ class StagedBackbone(Backbone):
             x = stage(x)
             out[name] = x
         return out
+
+    @property
+    def pool_specs(self) -> dict[int, PoolSpec]:
+        """Stages that end in an ``nn.MaxPool2d``: their pool, keyed by the pool's input stride."""
+        specs = {}
+        for name, stage in self.stages.items():
+            last = list(stage.children())[-1] if len(stage) else None
+            if isinstance(last, nn.MaxPool2d) and _int(last.dilation) == 1:
+                stride = _int(last.stride)
+                spec = PoolSpec(name, self.strides[name] // stride, self.strides[name],
+                                self.channels[name], _int(last.kernel_size), stride,
+                                _int(last.padding))
+                specs[spec.in_stride] = spec
+        return specs
+
+    def forward_with_indices(self, x: Tensor) -> tuple[dict[str, Tensor], PoolIndices]:
+        """Like ``forward``, but each stage-ending max-pool also returns its argmax indices."""
+        specs = {s.stage: s for s in self.pool_specs.values()}
+        if not specs:
+            super().forward_with_indices(x)
+        out, pools = {}, {}
+        for name, stage in self.stages.items():
+            if name in specs:
+                *body, pool = stage.children()
+                for m in body:
+                    x = m(x)
+                size = (x.shape[-2], x.shape[-1])
+                x, idx = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding,
+                                      pool.dilation, pool.ceil_mode, return_indices=True)
+                pools[specs[name].in_stride] = (idx, size)
+            else:
+                x = stage(x)
+            out[name] = x
+        return out, pools
 
 
 def alexnet_small(width: int = 32) -> StagedBackbone:

@@ -34,7 +34,7 @@ ZOO: dict[str, ZooEntry] = {
     "fcn_same_res": ZooEntry(build_fcn_same_res, "semantic",
                              "same-resolution FCN: padded 3x3 convs, no downsampling, 1x1 class scores"),
     "fcn": ZooEntry(build_fcn, "semantic",
-                    "encoder-decoder FCN: downsampling CNN, transpose-convolution upsampling, skips"),
+                    "encoder-decoder FCN with skips; upsampling by name (transpose, max_unpool, nearest, ...)"),
     "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
                         "classification + localization: CNN, class head + box head, CE + lambda * reg"),
 }
