@@ -16,6 +16,8 @@ from detseg.models.base import DetsegModel
 from detseg.models.cls_loc import build_cls_loc
 from detseg.models.fcn import build_fcn
 from detseg.models.fcn_same_res import build_fcn_same_res
+from detseg.models.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
+from detseg.models.segnet import build_segnet
 from detseg.models.sliding_window import build_sliding_window_seg
 
 
@@ -35,6 +37,14 @@ ZOO: dict[str, ZooEntry] = {
                              "same-resolution FCN: padded 3x3 convs, no downsampling, 1x1 class scores"),
     "fcn": ZooEntry(build_fcn, "semantic",
                     "encoder-decoder FCN with skips; upsampling by name (transpose, max_unpool, nearest, ...)"),
+    "fcn32s": ZooEntry(build_fcn32s, "semantic",
+                       "FCN-32s (Long et al. 2015): stride-32 class scores, one x32 bilinear upsampling"),
+    "fcn16s": ZooEntry(build_fcn16s, "semantic",
+                       "FCN-16s: + zero-initialised pool4 (stride-16) scores fused by summation"),
+    "fcn8s": ZooEntry(build_fcn8s, "semantic",
+                      "FCN-8s: + pool4 and pool3 skip scores fused by summation, x8 upsampling"),
+    "segnet": ZooEntry(build_segnet, "semantic",
+                       "SegNet (Badrinarayanan et al.): decoder max-unpools with the encoder's pool indices"),
     "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
                         "classification + localization: CNN, class head + box head, CE + lambda * reg"),
 }
