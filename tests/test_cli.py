@@ -7,7 +7,8 @@ import pytest
 from detseg import demo as demo_mod
 from detseg.cli import main, parse_opts
 
-VERBS = [["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "check"]]
+VERBS = [["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "check"],
+         ["segment-meanshift"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v))

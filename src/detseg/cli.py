@@ -6,6 +6,7 @@
     detseg predict CHECKPOINT INPUT... --out DIR
     detseg demo [--out DIR]
     detseg data check PATH
+    detseg segment-meanshift IMAGE... --out DIR
 
 Distributed: ``torchrun --nproc_per_node 2 -m detseg train ...``.
 Set ``DETSEG_DEBUG=1`` to see full tracebacks instead of one-line errors.
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--only", default=None, help="comma-separated demo model names")
     d.add_argument("--scale", type=float, default=1.0, help="multiply every demo's epochs (e.g. 0.2 for a smoke run)")
+
+    from detseg.classic import meanshift
+
+    meanshift.add_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -256,6 +261,12 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_segment_meanshift(args) -> int:
+    from detseg.classic.meanshift import run
+
+    return run(args)
+
+
 def format_table(header: list[str], rows: list[tuple]) -> str:
     cols = [header, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
@@ -265,7 +276,7 @@ def format_table(header: list[str], rows: list[tuple]) -> str:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-            "demo": cmd_demo, "data": cmd_data}
+            "demo": cmd_demo, "data": cmd_data, "segment-meanshift": cmd_segment_meanshift}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple
 
 from detseg.models.base import DetsegModel
 from detseg.models.cls_loc import build_cls_loc
+from detseg.models.deeplab import build_deeplab
 from detseg.models.fcn import build_fcn
 from detseg.models.fcn_same_res import build_fcn_same_res
 from detseg.models.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
@@ -45,6 +46,8 @@ ZOO: dict[str, ZooEntry] = {
                       "FCN-8s: + pool4 and pool3 skip scores fused by summation, x8 upsampling"),
     "segnet": ZooEntry(build_segnet, "semantic",
                        "SegNet (Badrinarayanan et al.): decoder max-unpools with the encoder's pool indices"),
+    "deeplab": ZooEntry(build_deeplab, "semantic",
+                        "DeepLab: dilated ResNet + ASPP, bilinear upsampling, optional dense CRF (-o crf=true)"),
     "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
                         "classification + localization: CNN, class head + box head, CE + lambda * reg"),
 }
