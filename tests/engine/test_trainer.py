@@ -121,3 +121,10 @@ def test_time_limit_stops_after_the_epoch(tmp_path):
     trainer.fit()
     assert len(trainer.history) == 1
     assert load_checkpoint(trainer.run_dir / "last.pt")["epoch"] == 1
+
+
+def test_median_frequency_class_weights(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, epochs=1, model_opts={"class_weights": "median_frequency"}))
+    weights = trainer.eval_model.builder_args["class_weights"]
+    assert len(weights) == 5 and all(w > 0 for w in weights)
+    assert weights[0] < 1 < max(weights)  # background is the most frequent class

@@ -131,6 +131,8 @@ class Trainer:
             self.model.load_state_dict(resume_state["model"])
         else:
             kwargs = dict(cfg.model_opts)
+            if kwargs.get("class_weights") == "median_frequency":
+                kwargs["class_weights"] = median_frequency_from(self.train_set, len(classes))
             if cfg.img_size is not None:
                 kwargs["img_size"] = cfg.img_size
             if cfg.weights is not None:
@@ -340,6 +342,20 @@ def build_datasets(cfg: TrainConfig, task: str):
     if len(train) == 0:
         raise ValueError(f"{cfg.data}: the train split has no usable samples (see `detseg data check`)")
     return train, val
+
+
+def median_frequency_from(dataset, num_classes: int, max_images: int = 500) -> list[float]:
+    """SegNet's median-frequency class weights from (up to 500 images of) the training set.
+
+    ``-o class_weights=median_frequency``; the computed list is what the checkpoint stores.
+    """
+    from detseg.models.semantic import class_frequencies, median_frequency_weights
+
+    transforms, dataset.transforms = dataset.transforms, None  # count the labels as they are
+    try:
+        return median_frequency_weights(class_frequencies(dataset, num_classes, max_images))
+    finally:
+        dataset.transforms = transforms
 
 
 def dataset_info(ds) -> dict[str, Any]:
