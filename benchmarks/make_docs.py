@@ -38,6 +38,13 @@ INTROS: dict[str, str] = {
         "not help on an endless procedural world; bf16 autocast (`--amp`) is ~1.7x faster on "
         "this AVX512-BF16 CPU. Rows with an empty `train_seconds` shared the machine."
     ),
+    "segmentation_shapes": (
+        "Semantic-segmentation variants trained with the same CPU budget (`--minutes`, training "
+        "time only) on the shapes world, evaluated on its val split; params, GFLOPs and CPU "
+        "ms/image in eval mode at `img_size`. So far one row: the transpose-convolution FCN with a "
+        "5-minute budget at 128 px (3 epochs of 5000 scenes) reaches mIoU 0.60 -- far from "
+        "converged (at 64 px, 5 epochs of 10000 scenes reach 0.86: see train_budget)."
+    ),
     "demo": (
         "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
     ),

@@ -1,0 +1,148 @@
+"""Semantic segmentation side by side: every variant trained with the same budget on one dataset.
+
+    python benchmarks/segmentation.py --data ../shared/datasets/camvid --img-size 240 \
+        --minutes 10 --models fcn,fcn8s,segnet,deeplab,unet_smp
+    python benchmarks/segmentation.py --data shapes:size=128,n=4000,n_val=300 --img-size 128 \
+        --minutes 10 --models fcn:upsample=nearest,fcn:upsample=bed_of_nails,fcn:upsample=max_unpool
+
+Each entry ``NAME[:key=value;key=value]`` is a zoo model with options (``unet_smp`` is the peer:
+segmentation_models_pytorch's Unet with a resnet18 encoder, random init — `pip install
+segmentation-models-pytorch`, the benchmark extra). Every model trains for the same CPU time
+(``--minutes``, epochs are cut when the budget runs out: the cosine schedule is planned for
+``--epochs`` and the last finished epoch is evaluated) and is evaluated on the validation split.
+Records: params, GFLOPs per image (torch's FlopCounterMode, at ``--img-size``), CPU ms/image
+(eval mode, batch 1), mIoU, pixel accuracy, per-class IoU -> ``benchmarks/results/
+segmentation_<dataset>.json`` and docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import append_or_replace, command_line, stamp  # noqa: E402
+
+from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
+
+
+def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    import yaml
+
+    name, _, rest = entry.partition(":")
+    opts = {}
+    for item in filter(None, re.split(r"[;]", rest)):
+        k, _, v = item.partition("=")
+        opts[k] = yaml.safe_load(v)
+    return name, opts
+
+
+def dataset_name(data: str) -> str:
+    if data.startswith("shapes"):
+        return "shapes"
+    return Path(data.rstrip("/")).name.lower()
+
+
+def cost(model, img_size: int, device: str = "cpu") -> tuple[int, float, float]:
+    """(params, GFLOPs per image, CPU ms per image) of a model in eval mode at ``img_size``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.to(device).eval()
+    params = sum(p.numel() for p in model.parameters())
+    image = [torch.rand(3, img_size * 3 // 4, img_size)]
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            model(image)
+        flops = fc.get_total_flops() / 2  # multiply-adds counted as 2
+        model(image)
+        t = time.perf_counter()
+        n = 5
+        for _ in range(n):
+            model(image)
+        ms = (time.perf_counter() - t) / n * 1000
+    return params, flops / 1e9, ms
+
+
+def run_one(entry: str, args) -> dict[str, Any]:
+    name, opts = parse_entry(entry)
+    if name != "unet_smp":
+        return {**train_budgeted(name, opts, args), "model": entry}
+    from detseg.models import zoo
+
+    zoo.ZOO["unet_smp"] = zoo.ZooEntry(build_unet_smp, "semantic", "peer: smp Unet, resnet18 encoder")
+    try:
+        return {**train_budgeted(name, opts, args), "model": entry}
+    finally:
+        zoo.ZOO.pop("unet_smp", None)
+
+
+def train_budgeted(name: str, opts: dict[str, Any], args) -> dict[str, Any]:
+    """Train one zoo model for at most ``args.minutes`` of training time; its row of the table."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
+                          batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
+                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes)
+        trainer = Trainer(cfg)
+        trainer.fit()
+        final = trainer.summary()["final"]
+        params, gflops, ms = cost(trainer.eval_model, args.img_size)
+    return {"epochs_done": final["epoch"], "train_seconds": round(trainer.train_seconds, 1),
+            "params": params, "gflops": round(gflops, 3), "cpu_ms_per_image": round(ms, 1),
+            "mIoU": round(final.get("mIoU", float("nan")), 4),
+            "pixel_acc": round(final.get("pixel_acc", float("nan")), 4),
+            **{k: round(v, 4) for k, v in final.items() if k.startswith("IoU/") and v == v}}
+
+
+def build_unet_smp(classes, img_size: int = 128):
+    """The peer: smp.Unet(resnet18, random init) as a detseg SemanticModel (same loop, same loss)."""
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError:
+        raise SystemExit("unet_smp needs `pip install segmentation-models-pytorch`") from None
+    from detseg.models.semantic import SemanticModel
+
+    class SmpNet(torch.nn.Module):
+        stride = 32
+
+        def __init__(self, num_classes: int):
+            super().__init__()
+            self.net = smp.Unet("resnet18", encoder_weights=None, classes=num_classes)
+
+        def forward(self, x):
+            return self.net(x)
+
+    return SemanticModel(list(classes), SmpNet(len(classes)), img_size, who="unet_smp")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", default="fcn,fcn8s,segnet,deeplab")
+    p.add_argument("--img-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=30, help="schedule length (the time budget may cut it)")
+    p.add_argument("--minutes", type=float, default=10.0, help="CPU training budget per model")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--augment", default="full")
+    p.add_argument("--amp", action="store_true")
+    args = p.parse_args(argv)
+    ds = dataset_name(args.data)
+    for entry in args.models.split(","):
+        row = run_one(entry, args)
+        record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row,
+                        "budget_minutes": args.minutes, "img_size": args.img_size,
+                        "command": command_line()}, "torch")
+        append_or_replace(f"segmentation_{ds}", [record], key=("benchmark", "model", "dataset"))
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
