@@ -103,3 +103,18 @@ def test_demo_smoke(tmp_path, monkeypatch):
     assert summary["fcn"]["train_seconds"] > 0
     html = (tmp_path / "report.html").read_text()
     assert "samples.png" in html and "curves.png" in html
+
+
+def test_eval_option_override_keeps_weights(tmp_path):
+    """-o overrides builder options that keep the weights: the sliding-window segmenter evaluated
+    window by window gives the metrics of its convolutionalized form."""
+    out = tmp_path / "runs"
+    assert main(["train", "sliding_window_seg", "--data", "shapes:size=24,n=8", "--img-size", "24",
+                 "--epochs", "1", "--batch", "4", "--device", "cpu", "--out", str(out), "--quiet",
+                 "-o", "width=8", "-o", "hidden=16", "-o", "patch=7"]) == 0
+    ckpt = str(out / "sliding_window_seg" / "train1" / "last.pt")
+    a, b = tmp_path / "fcn.json", tmp_path / "window.json"
+    assert main(["eval", ckpt, "--data", "shapes:size=24,n=8", "--json", str(a)]) == 0
+    assert main(["eval", ckpt, "--data", "shapes:size=24,n=8", "--json", str(b), "-o", "mode=window"]) == 0
+    assert json.loads(a.read_text())["mIoU"] == pytest.approx(json.loads(b.read_text())["mIoU"], abs=1e-9)
+    assert main(["eval", ckpt, "--data", "shapes:size=24,n=8", "-o", "width=16"]) == 2  # weights differ

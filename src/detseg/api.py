@@ -25,14 +25,18 @@ def train(model: str, data: str = "shapes", **options: Any) -> Path:
     return Trainer(TrainConfig(model=model, data=data, **options)).fit()
 
 
-def load(path: str | Path, device: str = "cpu"):
-    """The model stored in a checkpoint, ready for ``model.predict(images)``."""
-    return load_model(path, device=device)
+def load(path: str | Path, device: str = "cpu", **options: Any):
+    """The model stored in a checkpoint, ready for ``model.predict(images)``.
+
+    ``options`` override builder options that keep the weights, e.g. ``crf=True`` (DeepLab).
+    """
+    return load_model(path, device=device, **options)
 
 
 def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: str = "auto",
              val_fraction: float = 0.2, seed: int = 0, format: str | None = None,
-             workers: int = 0, quiet: bool = True, return_evaluator: bool = False):
+             workers: int = 0, quiet: bool = True, return_evaluator: bool = False,
+             options: dict[str, Any] | None = None):
     """Metrics (flat keys, plus ``loss``) of a checkpoint (or a model) on a dataset split."""
     from detseg.data import build_dataset
     from detseg.engine.evaluate import evaluate as run_eval
@@ -40,7 +44,10 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint.to(device)
+    if isinstance(checkpoint, (str, Path)):
+        model = load(checkpoint, device, **(options or {}))
+    else:
+        model = checkpoint.to(device)
     task = get_task(model.task)
     ds = build_dataset(data, split=split, task=task.name, val_fraction=val_fraction, seed=seed,
                        format=format)
@@ -53,9 +60,9 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
     return (metrics, evaluator) if return_evaluator else metrics
 
 
-def predict(checkpoint, inputs, device: str = "cpu", conf: float = 0.0):
+def predict(checkpoint, inputs, device: str = "cpu", conf: float = 0.0, **options: Any):
     """``list[Results]`` for images (paths, PIL images, arrays or tensors)."""
-    model = load(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint
+    model = load(checkpoint, device, **options) if isinstance(checkpoint, (str, Path)) else checkpoint
     return model.predict(inputs, conf=conf)
 
 

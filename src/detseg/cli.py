@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--val-fraction", type=float, default=0.2)
     e.add_argument("--format", default=None)
     e.add_argument("--json", default=None, metavar="FILE", help="write the metrics as flat JSON")
+    e.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model option that keeps the weights (e.g. crf=true)")
 
     pr = sub.add_parser("predict", help="predict on images; drawn PNGs + machine-readable results")
     pr.add_argument("checkpoint")
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True)
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--conf", type=float, default=0.3, help="score threshold for drawn/saved detections")
+    pr.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model option that keeps the weights (e.g. crf=true)")
 
     d = sub.add_parser("demo", help="train and evaluate every task's demo model on shapes; report.html")
     d.add_argument("--out", default="runs/demo")
@@ -184,7 +188,7 @@ def cmd_eval(args) -> int:
     metrics, evaluator = evaluate(args.checkpoint, args.data, split=args.split, batch=args.batch,
                                   device=args.device, val_fraction=args.val_fraction,
                                   format=args.format, workers=args.workers, quiet=False,
-                                  return_evaluator=True)
+                                  return_evaluator=True, options=parse_opts(args.opt))
     print(evaluator.table())
     if "loss" in metrics:
         print(f"loss {metrics['loss']:.4f}")
@@ -218,7 +222,7 @@ def cmd_predict(args) -> int:
     from detseg.api import load
     from detseg.io import write_json
 
-    model = load(args.checkpoint, device=args.device)
+    model = load(args.checkpoint, device=args.device, **parse_opts(args.opt))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, coco = [], []

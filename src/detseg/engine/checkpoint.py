@@ -49,11 +49,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any]):
-    """Rebuild the model recorded in a loaded checkpoint and load its weights."""
+def model_from_checkpoint(state: dict[str, Any], **overrides: Any):
+    """Rebuild the model recorded in a loaded checkpoint and load its weights.
+
+    ``overrides`` replace builder options that do not change the weights (e.g. ``crf=True`` for
+    DeepLab, ``mode="window"`` for the sliding-window segmenter); the weights must still fit.
+    """
     from detseg.models.zoo import build_model
 
-    args = dict(state["builder_args"])
+    args = {**state["builder_args"], **overrides}
     # Pretrained weights were already merged into the saved state_dict; never re-read them.
     if "weights" in args:
         args["weights"] = None
@@ -65,8 +69,11 @@ def model_from_checkpoint(state: dict[str, Any]):
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """``detseg.load``: the model of a checkpoint, in eval mode, on ``device``."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides: Any):
+    """``detseg.load``: the model of a checkpoint, in eval mode, on ``device`` (see overrides above)."""
     state = load_checkpoint(path)
-    model = model_from_checkpoint(state)
+    try:
+        model = model_from_checkpoint(state, **overrides)
+    except RuntimeError as e:  # load_state_dict: the override changed the architecture
+        raise CheckpointError(f"{path}: options {overrides} do not fit the saved weights ({e})") from None
     return model.to(device).eval()
