@@ -1,5 +1,9 @@
-"""Fixtures shared by the model tests: a seeded tiny-model factory, a two-image batch drawn from a
-seeded generator, and a short training loop for the overfit tests."""
+"""Fixtures shared by the model tests: a seeded tiny-model factory, a two-image batch (with random
+3-class ``sem_seg`` targets) drawn from a seeded generator, a four-image batch a segmenter can
+overfit, a short training loop, and the conv layer an image meets first.
+
+Fixtures, not importable helpers: pytest runs with ``--import-mode=importlib``, so test modules
+cannot import each other (or this file)."""
 
 from typing import Any, Callable
 
@@ -36,6 +40,31 @@ def images(generator: torch.Generator) -> list[Tensor]:
 
 
 @pytest.fixture
+def batch(images: list[Tensor],
+          generator: torch.Generator) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """``(images, targets)``: the ``images`` fixture with uniform random ``sem_seg`` labels in
+    ``0..2`` (``Tensor[H_i, W_i]`` int64) at each image's own size."""
+    tgs = [{"sem_seg": torch.randint(0, 3, im.shape[1:], generator=generator)} for im in images]
+    return images, tgs
+
+
+@pytest.fixture
+def shapes_batch() -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Four dim ``[3, 32, 32]`` images, each with one 16 x 16 square shifted by a pixel per image:
+    class 1 (brightened by 0.3) or 2 (by 0.6) on background 0: a batch a tiny segmenter overfits."""
+    gen = torch.Generator().manual_seed(0)
+    ims, tgs = [], []
+    for i in range(4):
+        im = torch.rand(3, 32, 32, generator=gen) * 0.2
+        seg = torch.zeros(32, 32, dtype=torch.int64)
+        seg[4 + i: 20 + i, 6:22] = 1 + i % 2
+        im[:, seg > 0] += 0.6 if i % 2 else 0.3
+        ims.append(im)
+        tgs.append({"sem_seg": seg})
+    return ims, tgs
+
+
+@pytest.fixture
 def train_steps() -> Callable[..., tuple[float, float]]:
     """``train_steps(model, images, targets, lr, steps) -> (first loss, last loss)`` with Adam."""
 
@@ -52,3 +81,27 @@ def train_steps() -> Callable[..., tuple[float, float]]:
         return losses[0], losses[-1]
 
     return run
+
+
+@pytest.fixture
+def first_conv() -> Callable[[nn.Module, list[Tensor]], nn.Conv2d]:
+    """``first_conv(model, images)``: the ``nn.Conv2d`` that runs first when ``model`` sees
+    ``images`` — the layer the image meets first. It runs in eval mode without gradients (batch
+    norm statistics stay as they were) and puts ``model`` back in its mode."""
+
+    def find(model: nn.Module, ims: list[Tensor]) -> nn.Conv2d:
+        called: list[nn.Conv2d] = []
+        hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod))
+                 for m in model.modules() if isinstance(m, nn.Conv2d)]
+        training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(ims)
+        finally:
+            model.train(training)
+            for h in hooks:
+                h.remove()
+        assert called, f"{type(model).__name__}: no nn.Conv2d ran"
+        return called[0]
+
+    return find

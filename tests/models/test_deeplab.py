@@ -1,10 +1,12 @@
-"""DeepLab: dilation keeps the resolution, the model protocol in both modes, weights loading,
-rebuilding from the builder's arguments, a tiny overfit, and the optional dense CRF."""
+"""DeepLab: dilation keeps the resolution (the output stride), ASPP, the builder's options, the
+ResNet-50 build, weights loading into the dilated backbone, and the optional dense CRF. The model
+protocol (both modes, gradients, rebuild, overfit; `simple` at output stride 8 and ResNet-18 at 16)
+is in test_semantic_protocol.py."""
 
 import inspect
 import json
-import math
 import warnings
+
 import pytest
 import torch
 from torchvision.models import resnet18
@@ -13,7 +15,6 @@ from detseg.models import deeplab as deeplab_module
 from detseg.models.backbones import build_backbone
 from detseg.models.deeplab import ASPP, build_deeplab, dilate_backbone
 from detseg.postprocess import crf as crf_module
-from detseg.structures import ModelOutput
 
 CLASSES = ["background", "circle", "square"]
 
@@ -29,12 +30,6 @@ def tiny():
         return build_deeplab(CLASSES, **kw)
 
     return build
-
-
-@pytest.fixture
-def batch(images, generator):
-    tgs = [{"sem_seg": torch.randint(0, 3, im.shape[1:], generator=generator)} for im in images]
-    return images, tgs
 
 
 @pytest.mark.parametrize("name", ["resnet18", "simple"])
@@ -72,36 +67,6 @@ def test_builder_defaults_are_json_primitives():
     assert defaults["backbone"] == "resnet18" and defaults["crf"] is False
 
 
-def test_train_mode_losses_only_unless_asked(tiny, batch):
-    m = tiny().train()
-    ims, tgs = batch
-    out = m(ims, tgs)
-    assert isinstance(out, ModelOutput) and out.predictions is None
-    assert set(out.losses) == {"loss_sem_seg"} and out.loss.requires_grad
-    assert len(m(ims, tgs, with_predictions=True).predictions) == 2
-
-
-@pytest.mark.parametrize("backbone, output_stride", [("simple", 8), ("resnet18", 16)])
-def test_eval_predictions_at_original_size_and_losses(tiny, batch, backbone, output_stride):
-    m = tiny(backbone=backbone, output_stride=output_stride).eval()
-    ims, tgs = batch
-    out = m(ims, tgs, with_logits=True)
-    assert "loss_sem_seg" in out.losses and math.isfinite(out.loss.item())
-    for im, p in zip(ims, out.predictions):
-        assert p["sem_seg"].shape == im.shape[1:] and p["sem_seg"].dtype == torch.int64
-        assert p["scores"].ndim == 0 and 0 < float(p["scores"]) <= 1
-        assert p["sem_seg_logits"].shape == (3, *im.shape[1:])
-    assert "sem_seg_logits" not in m(ims).predictions[0]
-
-
-def test_gradients_reach_the_first_layer(tiny, batch):
-    m = tiny(backbone="resnet18").train()
-    ims, tgs = batch
-    m(ims, tgs).loss.backward()
-    assert m.backbone.conv1.weight.grad is not None and m.backbone.conv1.weight.grad.abs().sum() > 0
-    assert all(p.grad is not None for p in m.parameters())  # DDP needs every parameter used
-
-
 def test_resnet50_backbone_builds_and_runs():
     torch.manual_seed(0)
     m = build_deeplab(CLASSES, img_size=32, backbone="resnet50", aspp_channels=8).eval()
@@ -119,34 +84,6 @@ def test_weights_load_into_the_dilated_backbone(tmp_path):
         m = build_deeplab(CLASSES, weights=str(path), aspp_channels=8)
     assert torch.equal(m.backbone.layer4[0].conv1.weight, ref.layer4[0].conv1.weight)
     assert m.backbone.weights_report["missing"] == []
-
-
-def test_rebuild_from_state_dict_gives_equal_outputs(tiny):
-    m = tiny(output_stride=8).eval()
-    m2 = tiny(output_stride=8)
-    with torch.no_grad():
-        for p in m2.parameters():
-            p.add_(1.0)  # make sure the state_dict, not the seed, makes them equal
-    m2.load_state_dict(m.state_dict())
-    m2.eval()
-    im = [torch.rand(3, 40, 56)]
-    torch.testing.assert_close(m(im, with_logits=True).predictions[0]["sem_seg_logits"],
-                               m2(im, with_logits=True).predictions[0]["sem_seg_logits"])
-
-
-def test_overfits_one_tiny_batch(tiny, train_steps):
-    g = torch.Generator().manual_seed(0)
-    ims = [torch.rand(3, 48, 48, generator=g) for _ in range(2)]
-    tgs = []
-    for im in ims:
-        seg = torch.zeros(48, 48, dtype=torch.int64)
-        seg[8:30, 10:40] = 1
-        seg[32:, :20] = 2
-        im[:, seg == 1] *= 0.3
-        tgs.append({"sem_seg": seg})
-    m = tiny(dropout=0.0).train()
-    first, last = train_steps(m, ims, tgs, lr=1e-2, steps=25)
-    assert last < 0.5 * first
 
 
 # -- dense CRF ------------------------------------------------------------------------------------

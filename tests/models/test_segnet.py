@@ -1,8 +1,7 @@
-"""SegNet: the model protocol, the decoder's max-unpooling with the matching encoder pool's indices
-(values back at the argmax positions, zeros elsewhere), the layouts (VGG-16's 13 convs), options,
-weights by torchvision names, rebuild, and a tiny overfit."""
-
-import math
+"""SegNet: the decoder's max-unpooling with the matching encoder pool's indices (values back at
+the argmax positions, zeros elsewhere), the layouts (VGG-16's 13 convs), options, class weights,
+weights by torchvision names. The model protocol (both modes, gradients, rebuild, overfit) is in
+test_semantic_protocol.py."""
 
 import pytest
 import torch
@@ -17,35 +16,6 @@ def tiny(**kw):
     """A small SegNet (``simple`` layout), the same weights on every call."""
     torch.manual_seed(0)
     return build_segnet(CLASSES, **{"img_size": 64, "backbone": "simple", **kw})
-
-
-@pytest.fixture
-def batch(images, generator):
-    tgs = [{"sem_seg": torch.randint(0, 3, im.shape[1:], generator=generator)} for im in images]
-    return images, tgs
-
-
-def test_protocol_in_both_modes(batch):
-    ims, tgs = batch
-    m = tiny().train()
-    out = m(ims, tgs)
-    assert out.predictions is None and set(out.losses) == {"loss_sem_seg"}
-    m.eval()
-    out = m(ims, tgs, with_logits=True)
-    assert math.isfinite(out.loss.item()) and m.task == "semantic"
-    for im, p in zip(ims, out.predictions):
-        assert p["sem_seg"].shape == im.shape[1:] and p["sem_seg"].dtype == torch.int64
-        assert p["sem_seg_logits"].shape == (3, *im.shape[1:])
-        assert p["scores"].ndim == 0
-
-
-def test_gradients_reach_the_first_layer(batch):
-    m = tiny().train()
-    ims, tgs = batch
-    m(ims, tgs).loss.backward()
-    first = m.backbone.features[0].weight
-    assert first.grad is not None and first.grad.abs().sum() > 0
-    assert all(p.grad is not None for p in m.parameters())
 
 
 def _record_pools_and_unpools(net):
@@ -154,28 +124,3 @@ def test_class_weights_change_the_loss(batch):
     plain = tiny().eval()(ims, tgs).loss
     weighted = tiny(class_weights=[0.1, 1.0, 10.0]).eval()(ims, tgs).loss
     assert not torch.isclose(plain, weighted)
-
-
-def test_rebuild_from_builder_kwargs_gives_identical_outputs(batch):
-    kw = {"img_size": 64, "backbone": "vgg_small", "depth": 4, "width": 8}
-    m = build_segnet(CLASSES, **kw).eval()
-    copy = build_segnet(CLASSES, **kw).eval()
-    copy.load_state_dict(m.state_dict())
-    ims, _ = batch
-    a, b = m(ims, with_logits=True), copy(ims, with_logits=True)
-    for p, q in zip(a.predictions, b.predictions):
-        assert torch.equal(p["sem_seg_logits"], q["sem_seg_logits"])
-
-
-def test_overfits_one_tiny_batch(train_steps):
-    torch.manual_seed(0)
-    m = build_segnet(CLASSES, img_size=32, backbone="vgg_small", depth=3, width=8).train()
-    ims = [torch.rand(3, 32, 32) * 0.2 for _ in range(4)]
-    tgs = []
-    for i, im in enumerate(ims):
-        seg = torch.zeros(32, 32, dtype=torch.int64)
-        seg[4 + i: 20 + i, 6:22] = 1 + i % 2
-        im[:, seg > 0] += 0.6
-        tgs.append({"sem_seg": seg})
-    first, last = train_steps(m, ims, tgs, lr=1e-2, steps=30)
-    assert last < 0.5 * first
