@@ -45,6 +45,14 @@ INTROS: dict[str, str] = {
         "5-minute budget at 128 px (3 epochs of 5000 scenes) reaches mIoU 0.60 -- far from "
         "converged (at 64 px, 5 epochs of 10000 scenes reach 0.86: see train_budget)."
     ),
+    "postprocess_camvid": (
+        "Post-processing and classic baselines on CamVid val (101 frames, 11 classes, void "
+        "ignored): a DeepLab checkpoint (resnet18, output stride 16, 240 px, 6.4 min of CPU "
+        "training -- a weak model) evaluated with the dense CRF off and on (same weights, "
+        "DeepLab's default CRF parameters, not tuned for CamVid: they smooth away thin classes "
+        "such as poles and signs here); and mean-shift regions labelled by their majority "
+        "ground-truth class, an upper bound for any labelling of those regions."
+    ),
     "demo": (
         "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
     ),
