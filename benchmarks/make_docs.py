@@ -41,9 +41,11 @@ INTROS: dict[str, str] = {
     "segmentation_shapes": (
         "Semantic-segmentation variants trained with the same CPU budget (`--minutes`, training "
         "time only) on the shapes world, evaluated on its val split; params, GFLOPs and CPU "
-        "ms/image in eval mode at `img_size`. So far one row: the transpose-convolution FCN with a "
-        "5-minute budget at 128 px (3 epochs of 5000 scenes) reaches mIoU 0.60 -- far from "
-        "converged (at 64 px, 5 epochs of 10000 scenes reach 0.86: see train_budget)."
+        "ms/image in eval mode at `img_size`. First rows, not yet the issue's acceptance runs: "
+        "the transpose-convolution FCN with a 5-minute budget at 128 px (3 epochs of 5000 scenes) "
+        "reaches mIoU 0.60, far from converged; FCN-8s on alexnet_small, 5 epochs of 10000 scenes "
+        "(5.5 min) reaches 0.73 -- its x8 bilinear output cannot resolve the 2-3 px stick-figure "
+        "limbs (person IoU 0.27), which the full-resolution decoder of `fcn` can."
     ),
     "postprocess_camvid": (
         "Post-processing and classic baselines on CamVid val (101 frames, 11 classes, void "
