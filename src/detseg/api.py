@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from detseg.engine.checkpoint import load_model
 
 
@@ -39,11 +37,12 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
              options: dict[str, Any] | None = None):
     """Metrics (flat keys, plus ``loss``) of a checkpoint (or a model) on a dataset split."""
     from detseg.data import build_dataset
+    from detseg.engine.distributed import resolve_device
+    from detseg.engine.evaluate import build_task_evaluator
     from detseg.engine.evaluate import evaluate as run_eval
     from detseg.tasks import get_task
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if isinstance(checkpoint, (str, Path)):
         model = load(checkpoint, device, **(options or {}))
     else:
@@ -52,7 +51,7 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
     ds = build_dataset(data, split=split, task=task.name, val_fraction=val_fraction, seed=seed,
                        format=format)
     check_classes(model, ds, task.name)
-    evaluator = task.evaluator(model.classes, **_kp_kwargs(model, task))
+    evaluator = build_task_evaluator(model, task)
     metrics, losses = run_eval(model, ds, task, batch=batch, device=device, workers=workers,
                                quiet=quiet, evaluator=evaluator)
     if "loss" in losses:
@@ -75,8 +74,3 @@ def check_classes(model, dataset, task: str) -> None:
             f"{list(model.classes)}; evaluate on data with the training classes"
         )
 
-
-def _kp_kwargs(model, task) -> dict[str, Any]:
-    from detseg.engine.evaluate import _evaluator_kwargs
-
-    return _evaluator_kwargs(model, task)

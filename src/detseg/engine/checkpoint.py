@@ -63,9 +63,7 @@ def model_from_checkpoint(state: dict[str, Any], **overrides: Any):
         args["weights"] = None
     model = build_model(state["builder"], **args)
     model.load_state_dict(state["model"])
-    for key in ("dataset_info",):
-        if key in state:
-            setattr(model, key, state[key])
+    model.dataset_info = state.get("dataset_info", {})
     return model
 
 

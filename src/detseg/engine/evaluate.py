@@ -39,7 +39,7 @@ def evaluate(model, dataset, task, batch: int = 8, device: torch.device | str | 
 
     device = torch.device(device) if device is not None else model.device
     if evaluator is None:
-        evaluator = task.evaluator(model.classes, **_evaluator_kwargs(model, task))
+        evaluator = build_task_evaluator(model, task)
     evaluator.reset()
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
                         collate_fn=collate)
@@ -67,8 +67,10 @@ def evaluate(model, dataset, task, batch: int = 8, device: torch.device | str | 
     return metrics, losses
 
 
-def _evaluator_kwargs(model, task) -> dict[str, Any]:
+def build_task_evaluator(model, task):
+    """The task's evaluator for ``model``'s classes (and keypoint names from its training data)."""
     info = getattr(model, "dataset_info", None) or {}
+    kwargs: dict[str, Any] = {}
     if task.name in ("pose", "keypoints") and info.get("keypoint_names"):
-        return {"keypoint_names": info["keypoint_names"]}
-    return {}
+        kwargs["keypoint_names"] = info["keypoint_names"]
+    return task.evaluator(model.classes, **kwargs)
