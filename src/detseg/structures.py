@@ -102,11 +102,19 @@ def empty_target(height: int, width: int, image_id: int = 0) -> dict[str, Tensor
 
 
 def masks_to_boxes(masks: Tensor) -> Tensor:
-    """``Tensor[N, H, W]`` -> ``Tensor[N, 4]`` xyxy, x2/y2 exclusive (empty masks give zeros)."""
-    n = masks.shape[0]
-    boxes = torch.zeros((n, 4), dtype=torch.float32)
-    for i in range(n):
-        ys, xs = torch.nonzero(masks[i], as_tuple=True)
-        if len(xs):
-            boxes[i] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+    """``Tensor[N, H, W]`` -> ``Tensor[N, 4]`` xyxy, x2/y2 exclusive (empty masks give zeros).
+
+    Vectorised (it runs in every training sample's transform): first/last occupied row and column.
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32)
+    m = masks.bool()
+    rows, cols = m.any(2), m.any(1)  # [N, H], [N, W]
+    y1 = rows.byte().argmax(1)
+    y2 = h - rows.flip(1).byte().argmax(1)
+    x1 = cols.byte().argmax(1)
+    x2 = w - cols.flip(1).byte().argmax(1)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    boxes[~rows.any(1)] = 0
     return boxes

@@ -89,8 +89,8 @@ def locate(path: str | Path, format: str | None = None) -> tuple[str, Path]:
         level = [c for d in level for c in subdirs(d).values()]
     what = f"no {format} data" if format else "no known dataset format"
     hint = ""
-    if path.parent != path and _match(path.parent, detectors):
-        hint = f" (its parent {path.parent} is {_match(path.parent, detectors)} data: pass that)"
+    if path.parent != path and (parent_fmt := _match(path.parent, detectors)):
+        hint = f" (its parent {path.parent} is {parent_fmt} data: pass that)"
     raise ValueError(f"{path}: {what} found here or up to two folders below{hint}; {FORMAT_HINT}")
 
 

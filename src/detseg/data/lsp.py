@@ -101,12 +101,12 @@ class LSPDataset(SplitReader):
         self.keypoint_names = list(LSP_KEYPOINTS)
         self.flip_pairs = [tuple(p) for p in LSP_FLIP_PAIRS]
         by_index = self._match_images(mat, images_dir, len(joints))
-        keys = [by_index[i].name for i in sorted(by_index)]
+        index_of = {by_index[i].name: i for i in sorted(by_index)}
+        keys = list(index_of)
         own = None
         if self.layout == "lsp" and len(joints) == 2000:  # the original release's split
-            own = {"train": [by_index[i].name for i in sorted(by_index) if i < 1000],
-                   "test": [by_index[i].name for i in sorted(by_index) if i >= 1000]}
-        index_of = {by_index[i].name: i for i in by_index}
+            own = {"train": [k for k, i in index_of.items() if i < 1000],
+                   "test": [k for k, i in index_of.items() if i >= 1000]}
         self.keypoints: list[np.ndarray] = []
         self.boxes: list[np.ndarray] = []
         self.image_ids: list[int] = []

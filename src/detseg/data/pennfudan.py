@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torchvision.ops import box_iou
 
 from detseg.data.base import Transform, image_size, read_image
 from detseg.data.split import SplitReader, child, header_error, list_images
+from detseg.structures import masks_to_boxes
 
 TXT_BOX = re.compile(r"\(Xmin, Ymin\) - \(Xmax, Ymax\)\s*:\s*\((\d+),\s*(\d+)\)\s*-\s*\((\d+),\s*(\d+)\)")
 MIN_IOU = 0.5
@@ -49,26 +51,13 @@ def mask_boxes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``uint8 [H, W]`` instance ids -> ``(values [N], float32 [N, 4] tight xyxy boxes)``."""
     values = np.unique(ids)
     values = values[values != 0]
-    boxes = np.zeros((len(values), 4), np.float32)
-    for i, v in enumerate(values):
-        ys, xs = np.nonzero(ids == v)
-        boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    return values, boxes
+    return values, masks_to_boxes(torch.from_numpy(ids[None] == values[:, None, None])).numpy()
 
 
 def read_ids(path: Path) -> np.ndarray:
     """A mask PNG's instance ids as ``uint8 [H, W]`` (``OSError`` when it cannot be decoded)."""
     with Image.open(path) as im:
         return np.asarray(im if im.mode in ("L", "P") else im.convert("L"), np.uint8)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
 class PennFudan(SplitReader):
@@ -133,7 +122,7 @@ class PennFudan(SplitReader):
         if len(listed) != len(boxes):
             self.problem(txt, "boxes", f"{len(listed)} boxes but {len(boxes)} instances in the mask")
             return
-        ious = np.diag(box_iou(boxes, listed)) if len(boxes) else np.zeros(0)
+        ious = box_iou(torch.from_numpy(boxes), torch.from_numpy(listed)).diag().numpy()
         for k in np.nonzero(ious < MIN_IOU)[0]:
             self.problem(txt, f"object {k + 1}", f"box {listed[k].tolist()} disagrees with the mask's "
                          f"{boxes[k].tolist()} (IoU {ious[k]:.2f}); the mask's is used")

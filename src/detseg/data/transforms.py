@@ -39,7 +39,7 @@ except (ImportError, AttributeError) as _e:  # pragma: no cover - depends on the
         f"install a newer torchvision ({_e})"
     ) from None
 
-from detseg.structures import IGNORE_INDEX
+from detseg.structures import IGNORE_INDEX, masks_to_boxes
 
 Sample = tuple[Tensor, dict[str, Any]]
 PER_INSTANCE = ("boxes", "labels", "masks", "keypoints", "scores", "iscrowd", "area", "difficult")
@@ -163,7 +163,7 @@ def sanitize(target: dict[str, Any], height: int, width: int, recompute_boxes: b
     if "boxes" not in out:
         return out
     if recompute_boxes and "masks" in out and len(out["masks"]) == len(out["boxes"]):
-        out["boxes"] = _mask_boxes(out["masks"])
+        out["boxes"] = masks_to_boxes(out["masks"])
     boxes = out["boxes"].clone()
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
@@ -269,19 +269,3 @@ def _extent(target: dict[str, Any], H: int, W: int) -> tuple[float, float, float
     x0, y0 = float(p[:, 0].min().clamp(0, W)), float(p[:, 1].min().clamp(0, H))
     x1, y1 = float(p[:, 0].max().clamp(0, W)), float(p[:, 1].max().clamp(0, H))
     return x0, y0, x1, y1
-
-
-def _mask_boxes(masks: Tensor) -> Tensor:
-    """``[N, H, W]`` -> ``[N, 4]`` xyxy tight boxes, x2/y2 exclusive (empty masks give zeros)."""
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), dtype=torch.float32)
-    rows, cols = masks.bool().any(2), masks.bool().any(1)
-    ar_h, ar_w = torch.arange(h), torch.arange(w)
-    y0 = torch.where(rows, ar_h, h).min(1).values
-    y1 = torch.where(rows, ar_h + 1, 0).max(1).values
-    x0 = torch.where(cols, ar_w, w).min(1).values
-    x1 = torch.where(cols, ar_w + 1, 0).max(1).values
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    boxes[~rows.any(1)] = 0
-    return boxes
