@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from common import append_or_replace, stamp
+from common import append_or_replace, print_rows, stamp
 
 from detseg.evaluation import build_evaluator
 from detseg.evaluation.coco import (STAT_KEYS, coco_detections, coco_ground_truth, make_record,
@@ -147,11 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         rows += bench_task(task, args.images, args.seed, args.repeat)
 
-    head = ("task", "evaluator", "n_images", "seconds", "median_seconds", "ratio", "max_stat_diff")
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
+    print_rows(rows, ("task", "evaluator", "n_images", "seconds", "median_seconds", "ratio",
+                      "max_stat_diff"))
     print(f"({rows[0]['machine']})")
     if not args.no_write:
         path = append_or_replace("coco_eval", rows, key=("benchmark", "evaluator", "task"))

@@ -60,6 +60,14 @@ def append_or_replace(name: str, records: Iterable[dict[str, Any]],
     return write_results(name, kept + new)
 
 
+def print_rows(rows: Sequence[dict[str, Any]], head: Sequence[str]) -> None:
+    """``rows``' ``head`` fields as left-aligned columns on stdout."""
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
+
+
 def command_line() -> str:
     """How this script was run, as a command someone can paste (paths relative to the repo)."""
     script = Path(sys.argv[0]).resolve()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_or_replace, command_line, stamp  # noqa: E402
+from common import append_or_replace, stamp  # noqa: E402
 
 from detseg.api import evaluate  # noqa: E402
 from detseg.data import build_dataset  # noqa: E402
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
                      "pixel_acc": round(m["pixel_acc"], 4), "n_images": args.meanshift_images,
                      "regions_per_image": round(m["regions_per_image"], 1),
                      "seconds_per_image": round(m["seconds_per_image"], 2)})
-    records = [stamp({"benchmark": name, "dataset": args.data, "split": args.split, **r,
-                      "command": command_line()}, "torch") for r in rows]
+    records = [stamp({"benchmark": name, "dataset": args.data, "split": args.split, **r}, "torch")
+               for r in rows]
     append_or_replace(name, records, key=("benchmark", "method", "dataset"))
     for r in rows:
         print(r)

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_or_replace, command_line, stamp  # noqa: E402
+from common import append_or_replace, stamp  # noqa: E402
 
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     for entry in args.models.split(","):
         row = run_one(entry, args)
         record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row,
-                        "budget_minutes": args.minutes, "img_size": args.img_size,
-                        "command": command_line()}, "torch")
+                        "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
         append_or_replace(f"segmentation_{ds}", [record], key=("benchmark", "model", "dataset"))
         print(row, flush=True)
 

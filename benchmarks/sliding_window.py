@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from common import append_or_replace, stamp
+from common import append_or_replace, print_rows, stamp
 
 from detseg.data import build_dataset
 from detseg.models.sliding_window import build_sliding_window_seg
@@ -109,11 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_logit_diff": diff,
         }, "torch"))
 
-    head = ("model", "seconds", "median_seconds", "ratio", "same_labels", "max_logit_diff")
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
+    print_rows(rows, ("model", "seconds", "median_seconds", "ratio", "same_labels",
+                      "max_logit_diff"))
     print(f"({rows[0]['machine']}; {differing} pixels with different labels)")
     if not same or diff >= 1e-4:
         print(f"FAILED: the two paths disagree (max logit diff {diff:.3g}, {differing} labels)",

@@ -266,7 +266,6 @@ def coco_detections(records: Sequence[dict[str, Any]], iou_type: str) -> list[di
     image_ids, boxes = _stack(records, "dt_boxes")
     labels = np.concatenate([r["dt_labels"] for r in records]).tolist() if records else []
     scores = np.concatenate([r["dt_scores"] for r in records]).tolist() if records else []
-    rles = [rle for r in records for rle in r["dt_rles"]] if iou_type == "segm" else []
     if iou_type == "segm":  # mask AP sizes objects by mask area
         areas = np.concatenate([r["dt_mask_area"] for r in records]).tolist() if records else []
     else:
@@ -276,7 +275,7 @@ def coco_detections(records: Sequence[dict[str, Any]], iou_type: str) -> list[di
             for i, (im, c, b, s, a) in enumerate(zip(image_ids, labels, _xywh(boxes), scores,
                                                      areas), 1)]
     if iou_type == "segm":
-        for ann, rle in zip(anns, rles):
+        for ann, rle in zip(anns, (rle for r in records for rle in r["dt_rles"])):
             ann["segmentation"] = rle
     elif iou_type == "keypoints":
         _, kps = _stack(records, "dt_kps")
@@ -388,17 +387,13 @@ class CocoEvaluator(Evaluator):
                                       "keypoints": ("keypoints",)}[task]
         super().__init__(classes)
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self.records: list[dict[str, Any]] = []
-        self._metrics = {}
         self._per_class: dict[str, dict[int, float]] = {}
 
-    def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-        self._check_lengths(predictions, targets)
-        self._metrics = {}  # a table() after more updates must recompute
-        for p, t in zip(predictions, targets):
-            self.records.append(make_record(p, t, len(self.classes), masks=self.task == "instance",
-                                            keypoints=self.task == "keypoints"))
+    def _add_image(self, p: dict[str, Any], t: dict[str, Any]) -> None:
+        self.records.append(make_record(p, t, len(self.classes), masks=self.task == "instance",
+                                        keypoints=self.task == "keypoints"))
 
     def state(self) -> list[dict[str, Any]]:
         return self.records

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from detseg.evaluation.common import Evaluator, boxes_of, format_table, to_numpy
+from detseg.evaluation.common import Evaluator, boxes_of, format_table, metrics_table, to_numpy
 from detseg.structures import LSP_KEYPOINTS
 
 COCO_KEYPOINTS = (
@@ -243,11 +243,11 @@ class PoseEvaluator(Evaluator):
         names = self.keypoint_names or default_keypoint_names(k)
         metrics = pck_metrics(correct, counted, names, self.pck_alpha)
         if all(it["box"] is not None for it in self.items):
-            metrics.update(self._oks_ap(k))
+            metrics.update(self._oks_ap(k, names))
         self._metrics = metrics
         return dict(metrics)
 
-    def _oks_ap(self, k: int) -> dict[str, float]:
+    def _oks_ap(self, k: int, names: Sequence[str]) -> dict[str, float]:
         """COCO OKS AP with one ground-truth person and one scored prediction per image."""
         from detseg.evaluation.coco import coco_detections, coco_ground_truth, run_cocoeval
 
@@ -263,7 +263,6 @@ class PoseEvaluator(Evaluator):
                 "gt_kps": it["gt"][None], "dt_boxes": pred_box, "dt_labels": np.ones(1, np.int64),
                 "dt_scores": np.array([it["score"]]), "dt_kps": it["dt"][None],
             })
-        names = self.keypoint_names or default_keypoint_names(k)
         gt = coco_ground_truth(records, ["person"], "keypoints", names)
         stats, _ = run_cocoeval(gt, coco_detections(records, "keypoints"), "keypoints",
                                 self.sigmas or default_sigmas(k))
@@ -277,6 +276,5 @@ class PoseEvaluator(Evaluator):
         rows.append(("all joints", self._metrics[key]))
         out = format_table(("joint", key), rows, title=f"pose: {key} per joint (- = never labelled)")
         if "kp_mAP" in self._metrics:
-            out += "\n\n" + format_table(("metric", "value"), [
-                (k, self._metrics[k]) for k in ("kp_mAP", "kp_mAP50", "kp_mAP75")])
+            out += "\n\n" + metrics_table(self._metrics, ("kp_mAP", "kp_mAP50", "kp_mAP75"))
         return out

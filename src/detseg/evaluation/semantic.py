@@ -43,33 +43,29 @@ class SemanticEvaluator(Evaluator):
         self.ignore_index = ignore_index
         super().__init__(classes)
 
-    def reset(self) -> None:
+    def _clear(self) -> None:
         c = len(self.classes)
         # Row: ground-truth class; column: predicted class, column C = invalid prediction.
         self.confusion = torch.zeros((c, c + 1), dtype=torch.int64)
-        self._metrics = {}
 
-    def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-        self._check_lengths(predictions, targets)
-        self._metrics = {}  # a table() after more updates must recompute
+    def _add_image(self, p: dict[str, Any], t: dict[str, Any]) -> None:
         c = len(self.classes)
-        for p, t in zip(predictions, targets):
-            image_id = t.get("image_id", "?")
-            if t.get("sem_seg") is None:
-                raise ValueError(f"target of image {image_id}: field 'sem_seg' is missing")
-            gt = torch.as_tensor(t["sem_seg"]).cpu().long().reshape(t["sem_seg"].shape[-2:])
-            pred = _predicted_map(p, image_id)
-            if pred.shape != gt.shape:
-                raise ValueError(f"prediction of image {image_id}: field 'sem_seg' has shape "
-                                 f"{tuple(pred.shape)}, target {tuple(gt.shape)}")
-            keep = gt != self.ignore_index
-            g, q = gt[keep], pred[keep]
-            if (g < 0).any() or (g >= c).any():
-                bad = g[(g < 0) | (g >= c)].unique()[:5].tolist()
-                raise ValueError(f"target of image {image_id}: field 'sem_seg' holds {bad}, "
-                                 f"outside 0..{c - 1} and not the ignore value {self.ignore_index}")
-            q = torch.where((q < 0) | (q >= c), torch.full_like(q, c), q)
-            self.confusion += torch.bincount(g * (c + 1) + q, minlength=c * (c + 1)).reshape(c, c + 1)
+        image_id = t.get("image_id", "?")
+        if t.get("sem_seg") is None:
+            raise ValueError(f"target of image {image_id}: field 'sem_seg' is missing")
+        gt = torch.as_tensor(t["sem_seg"]).cpu().long().reshape(t["sem_seg"].shape[-2:])
+        pred = _predicted_map(p, image_id)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction of image {image_id}: field 'sem_seg' has shape "
+                             f"{tuple(pred.shape)}, target {tuple(gt.shape)}")
+        keep = gt != self.ignore_index
+        g, q = gt[keep], pred[keep]
+        if (g < 0).any() or (g >= c).any():
+            bad = g[(g < 0) | (g >= c)].unique()[:5].tolist()
+            raise ValueError(f"target of image {image_id}: field 'sem_seg' holds {bad}, "
+                             f"outside 0..{c - 1} and not the ignore value {self.ignore_index}")
+        q = torch.where((q < 0) | (q >= c), torch.full_like(q, c), q)
+        self.confusion += torch.bincount(g * (c + 1) + q, minlength=c * (c + 1)).reshape(c, c + 1)
 
     def state(self) -> Tensor:
         return self.confusion
