@@ -104,8 +104,12 @@ class Backbone(nn.Module):
                          "recorded")
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1,
+                  dilation: int = 1) -> list[nn.Module]:
+    """``[Conv2d (no bias, size-keeping padding), BatchNorm2d, ReLU]``: the conv-BN-ReLU block
+    shared by the backbones, decoders and heads of :mod:`detseg.models`."""
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=dilation * (kernel // 2),
+                      dilation=dilation, bias=False),
             nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 

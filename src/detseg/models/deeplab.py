@@ -39,7 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detseg.models.backbones import Backbone, ResNetBackbone, build_backbone, load_weights
+from detseg.models.backbones import (
+    Backbone,
+    ResNetBackbone,
+    _conv_bn_relu,
+    build_backbone,
+    load_weights,
+)
 from detseg.models.semantic import SemanticLoss, SemanticModel
 from detseg.structures import ModelOutput
 
@@ -104,11 +110,8 @@ def _build_dilated_backbone(name: str, output_stride: int, weights: str | None) 
 
 
 # -- ASPP ----------------------------------------------------------------------------------------
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, padding=dilation * (kernel // 2), dilation=dilation,
-                  bias=False),
-        nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+def _conv_bn_relu_seq(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(*_conv_bn_relu(in_ch, out_ch, kernel, dilation=dilation))
 
 
 class ImagePooling(nn.Module):
@@ -136,8 +139,8 @@ class ASPP(nn.Module):
 
     def __init__(self, in_ch: int, rates: Sequence[int], out_ch: int = 256, dropout: float = 0.1):
         super().__init__()
-        branches = [_conv_bn_relu(in_ch, out_ch, 1)]
-        branches += [_conv_bn_relu(in_ch, out_ch, 3, dilation=int(r)) for r in rates]
+        branches = [_conv_bn_relu_seq(in_ch, out_ch, 1)]
+        branches += [_conv_bn_relu_seq(in_ch, out_ch, 3, dilation=int(r)) for r in rates]
         branches.append(ImagePooling(in_ch, out_ch))
         self.branches = nn.ModuleList(branches)
         self.project = nn.Sequential(*_conv_bn_relu(len(branches) * out_ch, out_ch, 1),

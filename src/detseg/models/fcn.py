@@ -42,16 +42,21 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from detseg.layers.upsampling import UPSAMPLE_KINDS, build_upsampler
-from detseg.models.backbones import Backbone, PoolIndices, PoolSpec, build_backbone
+from detseg.models.backbones import (
+    Backbone,
+    PoolIndices,
+    PoolSpec,
+    _conv_bn_relu,
+    build_backbone,
+)
 from detseg.models.semantic import SemanticLoss, SemanticModel
 
 
 MIN_WIDTH = 16
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+def _conv_bn_relu_seq(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(*_conv_bn_relu(in_ch, out_ch, kernel))
 
 
 class FCNDecoder(nn.Module):
@@ -92,7 +97,7 @@ class FCNDecoder(nn.Module):
         if unknown:
             raise ValueError(f"FCNDecoder: skips {unknown} are not shallower backbone features "
                              f"({names[:-1]})")
-        self.inner = _conv_bn_relu(channels[self.deepest], width, 3)
+        self.inner = _conv_bn_relu_seq(channels[self.deepest], width, 3)
         self.up = nn.ModuleDict()
         self.lateral = nn.ModuleDict()
         self.fuse = nn.ModuleDict()
@@ -103,7 +108,7 @@ class FCNDecoder(nn.Module):
             out_ch = min(width, max(channels[name], MIN_WIDTH))
             self.up[name] = self._upsampler(name, ch, out_ch, stride, strides[name])
             self.lateral[name] = nn.Conv2d(channels[name], out_ch, 1)
-            self.fuse[name] = _conv_bn_relu(out_ch, out_ch, 3)
+            self.fuse[name] = _conv_bn_relu_seq(out_ch, out_ch, 3)
             stride, ch = strides[name], out_ch
         self.classifier = nn.Conv2d(ch, num_classes, 1)
         # Class scores at stride `stride` -> input resolution, learnable (bilinear start).

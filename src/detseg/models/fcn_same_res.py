@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from detseg.models.backbones import _conv_bn_relu
 from detseg.models.semantic import SemanticLoss, SemanticModel
 
 
@@ -42,8 +43,7 @@ class SameResFCN(nn.Module):
         ch = 3
         for _ in range(depth):
             # padding=1 keeps H x W: the lecture's "zero padding keeps the input size".
-            layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
+            layers += _conv_bn_relu(ch, width, 3)
             ch = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(ch, num_classes, 1)

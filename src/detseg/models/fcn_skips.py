@@ -37,7 +37,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from detseg.layers.upsampling import TransposeConvUpsample
-from detseg.models.backbones import Backbone, build_backbone, load_weights
+from detseg.models.backbones import Backbone, _conv_bn_relu, build_backbone, load_weights
 from detseg.models.semantic import SemanticLoss, SemanticModel
 
 VARIANTS = {"32s": 0, "16s": 1, "8s": 2}  # variant -> number of skip levels fused
@@ -85,11 +85,6 @@ def _feature_at(backbone: Backbone, stride: int) -> str:
         raise ValueError(f"fcn_skips: backbone {type(backbone).__name__} has no stride-{stride} "
                          f"feature (strides: {backbone.strides})")
     return names[-1]
-
-
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
 class FCNSkipNet(nn.Module):

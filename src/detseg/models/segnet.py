@@ -7,8 +7,8 @@ max-pool and the max-unpool of corresponding layers paired across the network):
 
 - **encoder**: VGG-style stages of conv(3x3)-BN-ReLU blocks, each stage ending in a 2x2 stride-2
   max-pool that *returns its argmax indices*;
-- **decoder**: the stages mirrored; each first max-unpools (``torch.nn.MaxUnpool2d``) with the
-  indices of the **matching** encoder pool — every value goes back to the position its max came
+- **decoder**: the stages mirrored; each first max-unpools
+  (:class:`~detseg.layers.unpooling.MaxUnpool`) with the indices of the **matching** encoder pool — every value goes back to the position its max came
   from, zeros elsewhere (a sparse map) — then conv-BN-ReLU blocks densify it. No upsampling is
   learned and no encoder *feature* is passed across (unlike U-Net or FCN's skips): only the indices
   travel, 2 bits per 2x2 window, which is SegNet's memory argument;
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from detseg.layers.unpooling import MaxUnpool
 from detseg.models.backbones import load_weights
 from detseg.models.semantic import SemanticLoss, SemanticModel
 
@@ -105,7 +106,7 @@ class SegNetDecoder(nn.Module):
 
     def __init__(self, convs: tuple[int, ...], channels: list[int]):
         super().__init__()
-        self.unpool = nn.MaxUnpool2d(2, stride=2)
+        self.unpool = MaxUnpool(2)
         self.stages = nn.ModuleList()
         for i, (n, ch) in enumerate(zip(convs, channels)):
             out = channels[max(i - 1, 0)]
@@ -116,7 +117,7 @@ class SegNetDecoder(nn.Module):
 
     def forward(self, x: Tensor, indices: list[Tensor], sizes: list[tuple[int, int]]) -> Tensor:
         for i in reversed(range(len(self.stages))):
-            x = self.unpool(x, indices[i], output_size=sizes[i])
+            x = self.unpool(x, indices[i], sizes[i])
             x = self.stages[i](x)
         return x
 
