@@ -209,16 +209,15 @@ def build_fcn_skip(classes: list[str], variant: str = "8s", img_size: int = 128,
                    class_weights=class_weights, return_logits=return_logits)
 
 
-# One zoo builder per paper variant; each takes build_fcn_skip's options but ``variant``.
+# One zoo builder per paper variant; each takes build_fcn_skip's options but ``variant`` (the zoo
+# reads each builder's own signature, so they are spelled out).
 def build_fcn32s(classes: list[str], img_size: int = 128, backbone: str = "resnet18",
                  weights: str | None = None, backbone_width: int | None = None,
                  head_width: int = 256, dropout: float = 0.0, learn_final_upsample: bool = False,
                  loss_reduction: str = "mean", class_weights: list[float] | None = None,
                  return_logits: bool = False) -> FCNSkip:
     """FCN-32s: stride-32 scores upsampled x32 in one step (see :func:`build_fcn_skip`)."""
-    return build_fcn_skip(classes, "32s", img_size, backbone, weights, backbone_width, head_width,
-                          dropout, learn_final_upsample, loss_reduction, class_weights,
-                          return_logits)
+    return build_fcn_skip(variant="32s", **locals())  # every option, by name
 
 
 def build_fcn16s(classes: list[str], img_size: int = 128, backbone: str = "resnet18",
@@ -227,9 +226,7 @@ def build_fcn16s(classes: list[str], img_size: int = 128, backbone: str = "resne
                  loss_reduction: str = "mean", class_weights: list[float] | None = None,
                  return_logits: bool = False) -> FCNSkip:
     """FCN-16s: + stride-16 (``pool4``) scores, upsampled x16 (see :func:`build_fcn_skip`)."""
-    return build_fcn_skip(classes, "16s", img_size, backbone, weights, backbone_width, head_width,
-                          dropout, learn_final_upsample, loss_reduction, class_weights,
-                          return_logits)
+    return build_fcn_skip(variant="16s", **locals())  # every option, by name
 
 
 def build_fcn8s(classes: list[str], img_size: int = 128, backbone: str = "resnet18",
@@ -238,6 +235,4 @@ def build_fcn8s(classes: list[str], img_size: int = 128, backbone: str = "resnet
                 loss_reduction: str = "mean", class_weights: list[float] | None = None,
                 return_logits: bool = False) -> FCNSkip:
     """FCN-8s: + stride-16 and stride-8 (``pool3``) scores, upsampled x8 (``build_fcn_skip``)."""
-    return build_fcn_skip(classes, "8s", img_size, backbone, weights, backbone_width, head_width,
-                          dropout, learn_final_upsample, loss_reduction, class_weights,
-                          return_logits)
+    return build_fcn_skip(variant="8s", **locals())  # every option, by name
