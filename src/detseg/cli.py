@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained backbone weights: a local file, or a torchvision enum name (downloads)")
     t.add_argument("--freeze-backbone", action="store_true")
     t.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                   help="stop after the epoch during which MIN minutes of training have passed")
+                   help="training budget in minutes: the LR schedule decays over it and training stops "
+                        "when it is spent (mid-epoch), then validates")
     t.add_argument("--augment", choices=["full", "flip", "none"], default="full",
                    help="training augmentation: flip + scale jitter + colour, flip only, or none")
     t.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",

@@ -116,11 +116,27 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len((runs[0] / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_time_limit_stops_after_the_epoch(tmp_path):
+def test_time_limit_stops_mid_epoch_annealed(tmp_path):
     trainer = Trainer(tiny_cfg(tmp_path, epochs=5, time_limit=1e-6))
     trainer.fit()
-    assert len(trainer.history) == 1
+    assert len(trainer.history) == 1  # stopped after the first iteration, then validated
     assert load_checkpoint(trainer.run_dir / "last.pt")["epoch"] == 1
+    assert "mIoU" in trainer.history[0]
+    # The budget is spent, so the cosine schedule is at its floor.
+    assert trainer.history[0]["lr"] == pytest.approx(trainer.cfg.lr * 0.01)
+    again = Trainer(tiny_cfg(tmp_path, epochs=5, time_limit=1e-6, resume=str(trainer.run_dir)))
+    again.fit()
+    assert len(again.history) == 1  # resuming a run whose budget is spent trains nothing
+
+
+def test_budget_aware_lr_factor():
+    from detseg.engine.schedule import lr_factor
+
+    assert lr_factor(10, 100, 0, "cosine", spent=0.0) > 0.9
+    assert lr_factor(10, 100, 0, "cosine", spent=0.5) == pytest.approx(0.505)
+    assert lr_factor(10, 100, 0, "cosine", spent=1.0) == pytest.approx(0.01)
+    assert lr_factor(90, 100, 0, "cosine", spent=0.1) < 0.05  # iterations further along win
+    assert lr_factor(10, 100, 0, "step", spent=0.7) == pytest.approx(0.1)
 
 
 def test_median_frequency_class_weights(tmp_path):

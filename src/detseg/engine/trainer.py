@@ -58,7 +58,7 @@ class TrainConfig:
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
     freeze_backbone: bool = False
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
-    time_limit: float | None = None  # minutes of training; stops after the epoch that passes it
+    time_limit: float | None = None  # minutes of training: the LR decays over it, then it stops
     model_opts: dict[str, Any] = field(default_factory=dict)
     samples: int = 8
     quiet: bool = False
@@ -153,7 +153,11 @@ class Trainer:
         iters = cfg.epochs * len(self.train_loader)
         self.optimizer = build_optimizer(self.eval_model, cfg.optimizer, cfg.lr, cfg.weight_decay)
         warmup = int(cfg.warmup_epochs * len(self.train_loader))
-        self.scheduler = build_scheduler(self.optimizer, iters, warmup, cfg.schedule)
+        # Under --time-limit the LR decays over the budget (see engine/schedule.py); `_spent` is
+        # the budget fraction used, updated every iteration, identical on every DDP rank.
+        self._spent, self._epoch_t0 = 0.0, time.perf_counter()
+        self.scheduler = build_scheduler(self.optimizer, iters, warmup, cfg.schedule,
+                                         budget_spent=lambda: self._spent)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
         self.start_epoch, self.history = 0, []
         self.best_metric, self.best_epoch = -math.inf, 0
@@ -234,8 +238,13 @@ class Trainer:
                 h.before_train(self)
         if self.start_epoch >= self.cfg.epochs and main and not self.cfg.quiet:
             print(f"{self.run_dir}: already trained for {self.start_epoch} epochs")
+        limit = self.cfg.time_limit
+        if limit is not None and self.train_seconds >= limit * 60:
+            if main and not self.cfg.quiet:
+                print(f"{self.run_dir}: the time limit of {limit} min was already spent")
+            self.start_epoch = self.cfg.epochs
         for epoch in range(self.start_epoch, self.cfg.epochs):
-            t0 = time.perf_counter()
+            t0 = self._epoch_t0 = time.perf_counter()
             train_losses = self.train_one_epoch(epoch)
             self.train_seconds += time.perf_counter() - t0
             record: dict[str, Any] = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in train_losses.items()}}
@@ -257,10 +266,9 @@ class Trainer:
             else:
                 self.history.append(record)
             dist_utils.barrier()
-            limit = self.cfg.time_limit
-            if dist_utils.broadcast_flag(limit is not None and self.train_seconds >= limit * 60):
+            if limit is not None and self._spent >= 1.0:
                 if main and not self.cfg.quiet:
-                    print(f"time limit of {limit} min reached after epoch {epoch + 1}")
+                    print(f"time limit of {limit} min reached during epoch {epoch + 1}")
                 break
         if main:
             for h in self.hooks:
@@ -298,12 +306,17 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.eval_model.parameters(), cfg.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if cfg.time_limit is not None:
+                used = self.train_seconds + time.perf_counter() - self._epoch_t0
+                self._spent = dist_utils.all_reduce_mean(used / (cfg.time_limit * 60))
             self.scheduler.step()
             n += 1
             sums["loss"] = sums.get("loss", 0.0) + value
             for k, v in out.losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
+            if self._spent >= 1.0:
+                break  # the budget is spent: stop mid-epoch, annealed (validated by fit())
         return {k: v / max(n, 1) for k, v in sums.items()}
 
 
