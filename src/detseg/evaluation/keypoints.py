@@ -1,4 +1,4 @@
-"""Keypoint metrics: PCK (single- and multi-person), OKS with per-joint sigmas, the ``pose`` evaluator.
+"""Keypoint metrics: PCK (single- and multi-person), PCP, OKS with per-joint sigmas, the pose evaluator.
 
 PCK@alpha ("Percentage of Correct Keypoints"; Yang & Ramanan, PAMI 2013; the LSP variant of
 Sapp & Taskar, CVPR 2013): a joint is correct when its distance to the ground truth is at most
@@ -10,6 +10,16 @@ Otherwise -- other K, or either torso joint not labelled -- the reference is the
 person's box (the target box, else the tight box around its labelled joints), the PCKh-free
 convention of Yang & Ramanan. Only ground-truth joints with visibility > 0 count (labelled ones:
 COCO's v=1 "occluded" joints still have true coordinates); the rest are neither right nor wrong.
+
+PCP ("Percentage of Correct Parts", strict; Ferrari et al., CVPR 2008, as used on LSP by Johnson &
+Everingham, BMVC 2010): a part (a stick between two endpoints) is correct when *both* predicted
+endpoints lie within ``0.5`` x the ground-truth part length of their ground-truth endpoints. For 14
+LSP joints the 10 standard parts are those of the widely used LSP evaluation code (bearpaw/eval_pose
+``keypoints2sticks.m``): lower/upper legs and lower/upper arms of both sides, the head (neck -> head
+top) and the torso (hip centre -> shoulder centre, each centre the mean of the left and right
+joints). A part counts only when all the ground-truth joints it is built from are labelled.
+``PCP`` pools every counted part; ``PCP/<part>`` pools left and right (as that code prints them).
+PCP is reported for K == 14 only (no standard parts otherwise).
 
 OKS ("Object Keypoint Similarity", COCO keypoint challenge) needs one sigma per joint:
 
@@ -45,6 +55,54 @@ LSP_SIGMAS = tuple(_JOINT_SIGMA[n.replace("right_", "").replace("left_", "")]
                    for n in LSP_KEYPOINTS)
 # The torso diameter of LSP PCK: left shoulder to right hip (0-based indices in LSP order).
 LSP_TORSO = (LSP_KEYPOINTS.index("left_shoulder"), LSP_KEYPOINTS.index("right_hip"))
+
+
+# LSP PCP parts: (name, first endpoint joints, second endpoint joints); an endpoint with two joints
+# is their mean. Indices are 0-based in LSP order (see the module docstring).
+LSP_PCP_PARTS: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
+    ("lower_leg", (0,), (1,)), ("upper_leg", (1,), (2,)), ("upper_leg", (3,), (4,)),
+    ("lower_leg", (4,), (5,)), ("lower_arm", (6,), (7,)), ("upper_arm", (7,), (8,)),
+    ("upper_arm", (9,), (10,)), ("lower_arm", (10,), (11,)), ("head", (12,), (13,)),
+    ("torso", (2, 3), (8, 9)),
+)
+PCP_THRESHOLD = 0.5
+
+
+def pcp_correct(pred_kps: np.ndarray, gt_kps: np.ndarray,
+                parts: Sequence[tuple[str, Sequence[int], Sequence[int]]] = LSP_PCP_PARTS,
+                threshold: float = PCP_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """Strict PCP: ``(correct [P, S], counted [P, S])``, ``pred [P, K, >=2]`` vs ``gt [P, K, 3]``.
+
+    Part ``s`` is counted when every ground-truth joint of both its endpoints is labelled, and
+    correct when both predicted endpoints are within ``threshold`` x its ground-truth length.
+    """
+    vis = gt_kps[:, :, 2] > 0
+    correct = np.zeros((len(gt_kps), len(parts)), dtype=bool)
+    counted = np.zeros_like(correct)
+    for s, (_, a, b) in enumerate(parts):
+        a, b = list(a), list(b)
+        ga, gb = gt_kps[:, a, :2].mean(1), gt_kps[:, b, :2].mean(1)
+        pa, pb = pred_kps[:, a, :2].mean(1), pred_kps[:, b, :2].mean(1)
+        length = np.linalg.norm(ga - gb, axis=1)
+        counted[:, s] = vis[:, a + b].all(1)
+        with np.errstate(invalid="ignore"):
+            ok = ((np.linalg.norm(pa - ga, axis=1) <= threshold * length)
+                  & (np.linalg.norm(pb - gb, axis=1) <= threshold * length))
+        correct[:, s] = counted[:, s] & ok
+    return correct, counted
+
+
+def pcp_metrics(correct: np.ndarray, counted: np.ndarray,
+                parts: Sequence[tuple[str, Sequence[int], Sequence[int]]] = LSP_PCP_PARTS
+                ) -> dict[str, float]:
+    """``PCP`` over every counted part, ``PCP/<name>`` pooled by part name (NaN if never counted)."""
+    out = {"PCP": float(correct.sum() / counted.sum()) if counted.sum() else 0.0}
+    names = list(dict.fromkeys(name for name, _, _ in parts))
+    for name in names:
+        cols = [i for i, (n, _, _) in enumerate(parts) if n == name]
+        n = counted[:, cols].sum()
+        out[f"PCP/{name}"] = float(correct[:, cols].sum() / n) if n else float("nan")
+    return out
 
 
 def default_sigmas(num_keypoints: int) -> tuple[float, ...]:
@@ -170,7 +228,7 @@ def multi_person_pck(records: Sequence[dict[str, Any]], alpha: float,
 
 
 class PoseEvaluator(Evaluator):
-    """Single-person pose (task ``pose``): PCK@alpha overall and per joint, plus OKS AP.
+    """Single-person pose (task ``pose``): PCK@alpha overall and per joint, PCP (K == 14), OKS AP.
 
     The prediction has ``keypoints`` ``[1, K, 3]`` (or ``[K, 3]``); the target's first person is the
     ground truth. When targets have ``boxes``, the prediction (score ``scores[0]``, else 1) is also
@@ -242,6 +300,9 @@ class PoseEvaluator(Evaluator):
                                        self.pck_alpha)
         names = self.keypoint_names or default_keypoint_names(k)
         metrics = pck_metrics(correct, counted, names, self.pck_alpha)
+        if k == len(LSP_KEYPOINTS):
+            metrics.update(pcp_metrics(*pcp_correct(np.stack([it["dt"] for it in self.items]),
+                                                    np.stack([it["gt"] for it in self.items]))))
         if all(it["box"] is not None for it in self.items):
             metrics.update(self._oks_ap(k, names))
         self._metrics = metrics
@@ -275,6 +336,10 @@ class PoseEvaluator(Evaluator):
         rows = [(k.split("/", 1)[1], v) for k, v in self._metrics.items() if k.startswith(key + "/")]
         rows.append(("all joints", self._metrics[key]))
         out = format_table(("joint", key), rows, title=f"pose: {key} per joint (- = never labelled)")
+        pcp = [(k.split("/", 1)[1], v) for k, v in self._metrics.items() if k.startswith("PCP/")]
+        if pcp:
+            out += "\n\n" + format_table(("part", "PCP"), pcp + [("all parts", self._metrics["PCP"])],
+                                          title="pose: strict PCP@0.5 per part (- = never labelled)")
         if "kp_mAP" in self._metrics:
             out += "\n\n" + metrics_table(self._metrics, ("kp_mAP", "kp_mAP50", "kp_mAP75"))
         return out

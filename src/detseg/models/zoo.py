@@ -18,6 +18,8 @@ from detseg.models.deeplab import build_deeplab
 from detseg.models.fcn import build_fcn
 from detseg.models.fcn_same_res import build_fcn_same_res
 from detseg.models.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
+from detseg.models.pose import build_pose_regression
+from detseg.models.pose_heatmap import build_pose_heatmap
 from detseg.models.segnet import build_segnet
 from detseg.models.sliding_window import build_sliding_window_seg
 
@@ -50,6 +52,12 @@ ZOO: dict[str, ZooEntry] = {
                         "DeepLab: dilated ResNet + ASPP, bilinear upsampling, optional dense CRF (-o crf=true)"),
     "cls_loc": ZooEntry(build_cls_loc, "cls_loc",
                         "classification + localization: CNN, class head + box head, CE + lambda * reg"),
+    "pose_regression": ZooEntry(build_pose_regression, "pose",
+                                "DeepPose (Toshev & Szegedy 2014): CNN regresses K x 2 joints, L2 over "
+                                "labelled joints, optional cascade (-o cascade_stages=1)"),
+    "pose_heatmap": ZooEntry(build_pose_heatmap, "pose",
+                             "simple baselines (Xiao et al. 2018): deconv head -> one Gaussian "
+                             "heatmap per joint, MSE, argmax + quarter-pixel shift"),
 }
 
 
