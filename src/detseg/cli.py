@@ -2,11 +2,13 @@
 
     detseg models
     detseg train MODEL --data DATA [--epochs N] [--img-size S] [-o KEY=VALUE ...] [--resume]
+    detseg sweep MODEL --data DATA --param NAME --values V1,V2,... [--metric KEY] [train options]
     detseg eval CHECKPOINT --data DATA [--split val] [--json FILE]
     detseg predict CHECKPOINT INPUT... --out DIR
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
+    detseg proposals eval --method M --data DATA [--split val] [--limit N] [--json FILE]
 
 Distributed: ``torchrun --nproc_per_node 2 -m detseg train ...``.
 Set ``DETSEG_DEBUG=1`` to see full tracebacks instead of one-line errors.
@@ -45,19 +47,8 @@ def _lazy_epilog(parser: argparse.ArgumentParser, make) -> None:
     parser.format_help = format_help  # type: ignore[method-assign]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="detseg", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    from detseg import __version__
-
-    p.add_argument("--version", action="version", version=f"detseg {__version__}")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    sub.add_parser("models", help="list the model zoo: name, task, description")
-
-    t = sub.add_parser("train", help="train a zoo model; writes runs/<model>/<name>N/",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _lazy_epilog(t, _models_epilog)  # importing the zoo (torch) only when help is shown
+def _train_arguments(t: argparse.ArgumentParser) -> None:
+    """The options of ``detseg train`` (shared by ``detseg sweep``)."""
     t.add_argument("model", help="zoo name (see `detseg models`)")
     t.add_argument("--data", default="shapes", help=DATA_HELP)
     t.add_argument("--epochs", type=int, default=10)
@@ -70,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=float, default=0.5)
     t.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0 = off)")
     t.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on GPU)")
+    t.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory format (faster convolutions on most CPUs and GPUs)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--workers", type=int, default=0, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
@@ -92,6 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model option, repeatable (listed below)")
     t.add_argument("--samples", type=int, default=8, help="validation images drawn in samples.png")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="detseg", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from detseg import __version__
+
+    p.add_argument("--version", action="version", version=f"detseg {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    sub.add_parser("models", help="list the model zoo: name, task, description")
+
+    t = sub.add_parser("train", help="train a zoo model; writes runs/<model>/<name>N/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _lazy_epilog(t, _models_epilog)  # importing the zoo (torch) only when help is shown
+    _train_arguments(t)
+
+    sw = sub.add_parser(
+        "sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train once per value of one parameter; choose it by the final validation metric",
+        description="Train MODEL once per value of --param (a training option such as lr, or a "
+        "model option such as cls_loc's lam) with the same data, budget and seed, and choose the "
+        "value by the final validation --metric (a loss is refused: it changes with the "
+        "parameter). Writes sweep.json, sweep.csv and sweep.png under OUT/MODEL/sweep_PARAMN/.")
+    _lazy_epilog(sw, _models_epilog)
+    sw.add_argument("--param", required=True, help="a train option (lr, weight_decay, ...) or a model option")
+    sw.add_argument("--values", required=True, help="comma-separated values, e.g. 0.1,1,10")
+    sw.add_argument("--metric", default=None, help="validation metric to maximise (default: the task's main)")
+    _train_arguments(sw)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     e.add_argument("checkpoint")
@@ -124,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     meanshift.add_parser(sub)
 
+    from detseg.detection import cli as detection_cli
+
+    detection_cli.add_parser(sub)
+
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="list images, classes, objects and every problem found")
@@ -154,20 +180,26 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from detseg.engine.trainer import TrainConfig, Trainer
+def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
+    from detseg.engine.trainer import TrainConfig
 
-    cfg = TrainConfig(
+    return TrainConfig(
         model=args.model, data=args.data, epochs=args.epochs, img_size=args.img_size,
         batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        clip_grad=args.clip_grad or None, amp=args.amp, device=args.device, workers=args.workers,
+        clip_grad=args.clip_grad or None, amp=args.amp, channels_last=args.channels_last,
+        device=args.device, workers=args.workers,
         seed=args.seed, out=args.out, name=args.name, resume=args.resume,
         val_fraction=args.val_fraction, val_split=args.val_split, format=args.format,
         weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
     )
-    trainer = Trainer(cfg)
+
+
+def cmd_train(args) -> int:
+    from detseg.engine.trainer import Trainer
+
+    trainer = Trainer(_train_config(args))
     run_dir = trainer.fit()
     from detseg.engine import distributed as dist_utils
 
@@ -179,6 +211,19 @@ def cmd_train(args) -> int:
             print(format_table(["metric (best epoch %d)" % s["best_epoch"], "value"], rows))
         print(f"run folder: {run_dir}  ({s['train_seconds']:.0f}s of training)")
     dist_utils.cleanup()
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import yaml
+
+    from detseg.engine.sweep import format_sweep, run_sweep
+
+    if args.resume:
+        raise ValueError("sweep: --resume is not supported; resume a single run with `detseg train`")
+    values = [yaml.safe_load(v) for v in args.values.split(",") if v.strip()]
+    result = run_sweep(_train_config(args), args.param.replace("-", "_"), values, metric=args.metric)
+    print(format_sweep(result))
     return 0
 
 
@@ -272,6 +317,12 @@ def cmd_segment_meanshift(args) -> int:
     return run(args)
 
 
+def cmd_proposals(args) -> int:
+    from detseg.detection.cli import run
+
+    return run(args)
+
+
 def format_table(header: list[str], rows: list[tuple]) -> str:
     cols = [header, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
@@ -280,8 +331,10 @@ def format_table(header: list[str], rows: list[tuple]) -> str:
     return "\n".join([fmt(header), line, *[fmt(r) for r in cols[1:]]])
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-            "demo": cmd_demo, "data": cmd_data, "segment-meanshift": cmd_segment_meanshift}
+COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval,
+            "predict": cmd_predict,
+            "demo": cmd_demo, "data": cmd_data, "segment-meanshift": cmd_segment_meanshift,
+            "proposals": cmd_proposals}
 
 
 def main(argv: list[str] | None = None) -> int:

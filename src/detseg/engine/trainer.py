@@ -46,6 +46,7 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     clip_grad: float | None = 10.0
     amp: bool = False
+    channels_last: bool = False  # NHWC memory format: faster convolutions with oneDNN / cuDNN
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 0
     seed: int = 0
@@ -145,6 +146,10 @@ class Trainer:
                 raise ValueError(f"{cfg.model}: --freeze-backbone: this model has no backbone")
             backbone.requires_grad_(False)
         self.model.to(self.device)
+        if cfg.channels_last:
+            # Converting the weights is enough: a convolution with channels-last weights returns
+            # channels-last maps, so the whole network runs NHWC from its first layer on.
+            self.model.to(memory_format=torch.channels_last)
         self.eval_model = self.model
         if dist_utils.world_size() > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.model)
