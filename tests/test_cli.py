@@ -8,7 +8,7 @@ from detseg import demo as demo_mod
 from detseg.cli import main, parse_opts
 
 VERBS = [["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "check"],
-         ["segment-meanshift"]]
+         ["segment-meanshift"], ["sweep"], ["proposals"], ["proposals", "eval"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v))
@@ -93,16 +93,23 @@ def test_predict_semantic_writes_label_pngs(tmp_path):
 
 
 def test_demo_smoke(tmp_path, monkeypatch):
-    tiny = [demo_mod.DemoRecipe("fcn", "shapes:size=32,n=16", epochs=1, img_size=32, batch=8),
+    tiny = [demo_mod.DemoRecipe("fcn", "shapes:size=32,n=16", epochs=1, img_size=32, batch=8,
+                                group="upsampling"),
+            demo_mod.DemoRecipe("fcn", "shapes:size=32,n=16", epochs=2, img_size=32, batch=8,
+                                name="fcn_nearest", model_opts={"upsample": "nearest"},
+                                group="upsampling", time_limit=1e-6),
             demo_mod.DemoRecipe("cls_loc", "shapes:size=32,n=16", epochs=1, img_size=32, batch=8)]
     monkeypatch.setattr(demo_mod, "DEMOS", tiny)
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"fcn", "cls_loc"}
+    assert set(summary) == {"fcn", "fcn_nearest", "cls_loc"}
     assert "mIoU" in summary["fcn"] and "loc_acc" in summary["cls_loc"]
     assert summary["fcn"]["train_seconds"] > 0
     html = (tmp_path / "report.html").read_text()
     assert "samples.png" in html and "curves.png" in html
+    assert "compare_upsampling.png" in html and "meanshift.png" in html and "upper bound" in html
+    assert (tmp_path / "compare_upsampling.png").is_file() and (tmp_path / "meanshift.png").is_file()
+    assert main(["demo", "--out", str(tmp_path / "one"), "--only", "fcn_nearest"]) == 0
 
 
 def test_eval_option_override_keeps_weights(tmp_path):
