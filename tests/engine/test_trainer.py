@@ -144,3 +144,12 @@ def test_median_frequency_class_weights(tmp_path):
     weights = trainer.eval_model.builder_args["class_weights"]
     assert len(weights) == 5 and all(w > 0 for w in weights)
     assert weights[0] < 1 < max(weights)  # background is the most frequent class
+
+
+def test_channels_last_trains_and_checkpoints(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, epochs=1, channels_last=True))
+    conv = next(m for m in trainer.eval_model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    run = trainer.fit()
+    model = load_model(run / "last.pt")  # loads into an ordinary (NCHW) model
+    assert model.predict([torch.rand(3, 32, 40)])[0].prediction["sem_seg"].shape == (32, 40)
