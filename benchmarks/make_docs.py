@@ -67,6 +67,32 @@ INTROS: dict[str, str] = {
         "the row's, `same_labels` whether every pixel got the same label, and `max_logit_diff` "
         "the largest absolute difference of the two paths' logits (float rounding)."
     ),
+    "pose_shapes": (
+        "Single-person pose on the shapes stick figures (`mode=person`, 14 joints in LSP order): "
+        "DeepPose-style regression (`pose_regression`) and simple-baselines heatmaps "
+        "(`pose_heatmap`) on the same backbone, each trained for the same CPU budget "
+        "(`budget_minutes`, training time only), evaluated on the val world. PCK@0.2 is "
+        "torso-normalised (the LSP convention), per joint in the `PCK@0.2/<joint>` columns; PCP "
+        "is strict PCP over the 10 LSP parts; CPU ms/image in eval mode, batch 1, at `img_size`."
+    ),
+    "pose_lspet": (
+        "The same two pose methods on LSPET (`../shared/datasets/lspet`, images 1-1000 of the "
+        "extended set): trained on images 1-900, validated on images 901-1000 (`split`: "
+        "positions of the data's `all` split), each for the same CPU budget. With `person crops` "
+        "every image is served as a context crop around its person box (the labelled joints' "
+        "extent plus a margin, taken from the ground truth also on validation images -- the "
+        "person is given, as in the usual single-person protocol). PCK@0.2 torso-normalised, "
+        "per joint and PCP as for shapes."
+    ),
+    "cls_loc_shapes": (
+        "Classification + localization on single-object shapes images (`CE + lambda * box "
+        "loss`), every run with the same CPU budget. `lambda sweep`: one run per lambda, the "
+        "value chosen (`chosen`) by the final validation `metric`, not by the loss (lambda "
+        "changes the loss itself). `regression loss`: with that lambda, the box loss (L2, L1, "
+        "smooth L1, GIoU), the box parameterisation (normalised cx,cy,w,h vs xyxy) and "
+        "class-agnostic vs per-class boxes, one factor at a time. `loc_acc`: class right and "
+        "box IoU >= 0.5; `mean_iou` over the val images."
+    ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
