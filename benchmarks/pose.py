@@ -16,13 +16,16 @@ spent, see detseg/engine/schedule.py) and is evaluated on the validation images.
 Splits: by default the data's own split (shapes: its val world; LSPET, which has none: a hash split
 of file names, see detseg/data/split.py). ``--train-range A:B --val-range C:D`` instead take the
 samples at positions ``[A, B)`` and ``[C, D)`` of the data's ``all`` split, in file order (for LSPET
-the image numbers: ``0:900`` is im00001-im00900), the split the issue asks for.
-``--person-crop`` serves each sample as a context crop around its person box (the labelled joints'
-extent plus a margin), the box covering a fixed-per-image 30-80% of the crop side --
-:class:`detseg.data.adapt.ObjectCrops`, the crops the library already serves for multi-person data.
-On LSPET, whose images are 100-1000 px with the person ~150 px tall, it keeps the person from
-shrinking to a few pixels when the model resizes the image to ``--img-size``. The box comes from
-the ground truth on validation images too (the usual single-person protocol: the person is given).
+the image numbers: ``0:900`` is im00001-im00900), the split the issue asks for: they become the
+Trainer's ``train_split`` / ``val_split`` (index-range splits of :mod:`detseg.data.split`).
+``--person-crop`` serves each sample as a square crop centred on its person box (the labelled
+joints' extent plus a margin), ``--crop-scale`` (1.25) times the box's longer side, zero-padded
+past the image border: the data option ``crop=person`` of :func:`detseg.data.build_dataset`
+(:class:`detseg.data.adapt.PersonCrop`). Validation crops are fixed; ``--crop-jitter`` /
+``--crop-shift`` jitter the training crops' scale and centre. On LSPET, whose images are 100-1000
+px with the person ~150 px tall, it keeps the person from shrinking to a few pixels when the model
+resizes the image to ``--img-size``. The box comes from the ground truth on validation images too
+(the usual single-person protocol: the person is given).
 
 Records: params, CPU ms/image (eval mode, batch 1, an ``--img-size`` square), PCK@0.2 (torso-
 normalised, the LSP convention) overall and per joint, strict PCP, training seconds and epochs done
@@ -33,23 +36,21 @@ runs) and docs/BENCHMARKS.md via benchmarks/make_docs.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 from common import append_or_replace, print_rows, stamp  # noqa: E402
 
-from detseg.data.base import DetsegDataset  # noqa: E402
+from detseg.data.split import split_range  # noqa: E402
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 PCK = "PCK@0.2"
@@ -73,109 +74,34 @@ def dataset_name(data: str) -> str:
     return Path(data.rstrip("/")).name.lower()
 
 
-def parse_range(text: str) -> tuple[int, int]:
-    """``"900:1000"`` -> ``(900, 1000)`` (a half-open range of sample positions)."""
-    lo, sep, hi = text.partition(":")
+def parse_range(text: str) -> str:
+    """``"900:1000"`` checked as an index-range split (a half-open range of sample positions)."""
     try:
-        a, b = int(lo), int(hi)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"range {text!r}: expected START:STOP, e.g. 0:900") from None
-    if not sep or not 0 <= a < b:
-        raise argparse.ArgumentTypeError(f"range {text!r}: expected 0 <= START < STOP")
-    return a, b
+        if split_range(text, "range") is None:
+            raise ValueError(f"range: {text!r} is a split name, expected START:STOP, e.g. 0:900")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip()
 
 
-class IndexRange(DetsegDataset):
-    """Samples ``[start, stop)`` of a reader, in its order; names, crops' annotations shared.
-
-    Exposes what :class:`~detseg.data.adapt.ObjectCrops` reads of a file reader (``files``,
-    ``sizes``, ``annotation``), so a range can be cropped like a whole reader.
-    """
-
-    def __init__(self, inner: DetsegDataset, start: int, stop: int):
-        super().__init__(transforms=None)
-        if stop > len(inner):
-            raise ValueError(f"{inner.root}: range {start}:{stop} past its {len(inner)} samples")
-        self.inner, self.start, self.stop = inner, start, stop
-        self.name, self.root = inner.name, inner.root
-        self.task = getattr(inner, "task", None)
-        self.target_keys = getattr(inner, "target_keys", ())
-        self.classes, self.seg_classes = list(inner.classes), list(inner.seg_classes)
-        self.keypoint_names, self.flip_pairs = list(inner.keypoint_names), list(inner.flip_pairs)
-        self.split = f"{start}:{stop}"
-        self.files = list(getattr(inner, "files", [])[start:stop])
-        self.sizes = list(getattr(inner, "sizes", [])[start:stop])
-        mine = set(self.files)
-        self.problems = [p for p in inner.problems if p.file in mine]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        return self.inner.load(self.start + index)
-
-    def annotation(self, index: int) -> dict[str, Any]:
-        return self.inner.annotation(self.start + index)  # type: ignore[attr-defined]
+def data_spec(args) -> str:
+    """``--data`` plus the person-crop data options (see detseg.data's module docstring)."""
+    if not args.person_crop:
+        return args.data
+    return (f"{args.data}:crop=person,crop_scale={args.crop_scale},crop_jitter={args.crop_jitter},"
+            f"crop_shift={args.crop_shift}")
 
 
-def range_datasets(args) -> tuple[DetsegDataset, DetsegDataset]:
-    """Train and val sets of ``--train-range`` / ``--val-range`` over the ``all`` split."""
-    from detseg.data import build_dataset
-
-    full = build_dataset(args.data, split="all", task="pose")
-    train, val = IndexRange(full, *args.train_range), IndexRange(full, *args.val_range)
-    if max(train.start, val.start) < min(train.stop, val.stop):
-        raise SystemExit(f"--train-range {train.split} and --val-range {val.split} overlap")
-    return train, val
-
-
-def person_crops(ds: DetsegDataset) -> DetsegDataset:
-    from detseg.data.adapt import ObjectCrops
-
-    return ObjectCrops(ds, task="pose", need_keypoints=True)
-
-
-def build_data(args) -> tuple[DetsegDataset, DetsegDataset] | None:
-    """The benchmark's own train/val sets, or None to let the Trainer build them from ``--data``."""
-    from detseg.data import build_dataset
-
-    if not (args.train_range or args.val_range or args.person_crop):
-        return None
-    if args.train_range and args.val_range:
-        train, val = range_datasets(args)
-    elif args.train_range or args.val_range:
+def splits(args) -> tuple[str, str]:
+    """``(train_split, val_split)`` for the Trainer: the ranges, or the data's own train/val."""
+    if bool(args.train_range) != bool(args.val_range):
         raise SystemExit("--train-range and --val-range go together")
-    else:
-        train = build_dataset(args.data, split="train", task="pose")
-        val = build_dataset(args.data, split="val", task="pose")
-    if args.person_crop:
-        train, val = person_crops(train), person_crops(val)
-    return train, val
-
-
-@contextlib.contextmanager
-def given_datasets(data: tuple[DetsegDataset, DetsegDataset] | None, augment: str) -> Iterator[None]:
-    """Have :class:`Trainer` train and validate on ``data`` instead of building it from its config.
-
-    The Trainer takes no datasets (it calls ``detseg.engine.trainer.build_datasets``), so that
-    function is swapped for the duration; the training set gets the same augmentation
-    ``build_datasets`` would give it.
-    """
-    import detseg.engine.trainer as trainer_module
-    from detseg.data.transforms import build_transforms
-
-    if data is None:
-        yield
-        return
-    train, val = data
-    train.transforms = None if augment == "none" else build_transforms(
-        "pose", train=True, flip_pairs=train.flip_pairs, **trainer_module.AUGMENT[augment])
-    original = trainer_module.build_datasets
-    trainer_module.build_datasets = lambda cfg, task: (train, val)
-    try:
-        yield
-    finally:
-        trainer_module.build_datasets = original
+    if not args.train_range:
+        return "train", "val"
+    (a, b), (c, d) = split_range(args.train_range), split_range(args.val_range)
+    if max(a, c) < min(b, d):
+        raise SystemExit(f"--train-range {args.train_range} and --val-range {args.val_range} overlap")
+    return args.train_range, args.val_range
 
 
 def cost(model, img_size: int, repeat: int = 10) -> tuple[int, float]:
@@ -192,13 +118,15 @@ def cost(model, img_size: int, repeat: int = 10) -> tuple[int, float]:
     return params, (time.perf_counter() - t) / repeat * 1000
 
 
-def train_budgeted(entry: str, args, data) -> dict[str, Any]:
+def train_budgeted(entry: str, args) -> dict[str, Any]:
     """Train one pose model for at most ``args.minutes`` of training time; its row of the table."""
     name, opts = parse_entry(entry)
-    with tempfile.TemporaryDirectory() as out, given_datasets(data, args.augment):
-        cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
+    train_split, val_split = splits(args)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(model=name, data=data_spec(args), epochs=args.epochs, img_size=args.img_size,
                           batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
-                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes)
+                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
+                          train_split=train_split, val_split=val_split)
         trainer = Trainer(cfg)
         trainer.fit()
         final = trainer.summary()["final"]
@@ -213,9 +141,12 @@ def train_budgeted(entry: str, args, data) -> dict[str, Any]:
 
 
 def split_text(args) -> str:
-    split = (f"train {args.train_range[0]}:{args.train_range[1]}, val {args.val_range[0]}:{args.val_range[1]}"
-             if args.train_range else "the data's train/val")
-    return split + (", person crops" if args.person_crop else "")
+    split = f"train {args.train_range}, val {args.val_range}" if args.train_range else "the data's train/val"
+    if args.person_crop:
+        split += f", person crops x{args.crop_scale:g}"
+        if args.crop_jitter or args.crop_shift:
+            split += f" (train jitter {args.crop_jitter:g}/{args.crop_shift:g})"
+    return split
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,16 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
     p.add_argument("--train-range", type=parse_range, help="START:STOP positions of the all split")
     p.add_argument("--val-range", type=parse_range, help="START:STOP positions of the all split")
-    p.add_argument("--person-crop", action="store_true", help="context crops around each person box")
+    p.add_argument("--person-crop", action="store_true", help="square crops centred on each person box")
+    p.add_argument("--crop-scale", type=float, default=1.25, help="person crop side / box side")
+    p.add_argument("--crop-jitter", type=float, default=0.0, help="training crops: relative scale jitter")
+    p.add_argument("--crop-shift", type=float, default=0.0, help="training crops: centre shift / side")
     p.add_argument("--results-dir", type=Path, help="write the JSON here instead of benchmarks/results")
     args = p.parse_args(argv)
     if args.results_dir is not None:
         common.RESULTS = args.results_dir
     name = f"pose_{dataset_name(args.data)}"
-    data = build_data(args)
+    splits(args)  # flag errors before any training
     rows = []
     for entry in filter(None, args.models.split(",")):
-        row = train_budgeted(entry, args, data)
+        row = train_budgeted(entry, args)
         record = stamp({"benchmark": name, "dataset": args.data, "split": split_text(args), **row,
                         "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
         path = append_or_replace(name, [record], key=("benchmark", "model", "dataset", "split"))

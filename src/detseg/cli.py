@@ -71,7 +71,9 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
                    help="continue the newest run of this model/name (or the given run folder / last.pt)")
     t.add_argument("--val-fraction", type=float, default=0.2, help="validation share for data without a split")
-    t.add_argument("--val-split", default="val")
+    t.add_argument("--train-split", default="train",
+                   help="train | val | all, or an index range A:B of the data's files in order (e.g. 0:900)")
+    t.add_argument("--val-split", default="val", help="like --train-split (e.g. 900:1000)")
     t.add_argument("--format", default=None, help="override the auto-detected data format")
     t.add_argument("--weights", default=None,
                    help="pretrained backbone weights: a local file, or a torchvision enum name (downloads)")
@@ -190,7 +192,8 @@ def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
         clip_grad=args.clip_grad or None, amp=args.amp, channels_last=args.channels_last,
         device=args.device, workers=args.workers,
         seed=args.seed, out=args.out, name=args.name, resume=args.resume,
-        val_fraction=args.val_fraction, val_split=args.val_split, format=args.format,
+        val_fraction=args.val_fraction, train_split=args.train_split, val_split=args.val_split,
+        format=args.format,
         weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
     )

@@ -16,14 +16,27 @@ format          what marks it                                                rea
 The path may also be a parent of the data folder (``bccd/`` holding ``BCCD/``, ``VOCdevkit/``
 holding ``VOC2007/``): up to two levels down are searched, and more than one match is an error
 naming them. The returned dataset serves ``task`` through :func:`detseg.data.adapt.adapt`.
+
+Splits (:mod:`.split`): ``train``, ``val``, ``test``, ``all`` or an index range ``"A:B"`` of
+``all`` in file order (LSPET ``"0:900"`` / ``"900:1000"``).
+
+Data options after a path, ``PATH:key=value,key=value`` (like ``shapes:size=96``), so that they
+travel wherever a ``--data`` string goes (``detseg train``, ``eval``, a checkpoint's
+``args.yaml``): ``crop=person`` serves pose data as square crops centred on each person
+(:class:`detseg.data.adapt.PersonCrop`), ``crop_scale=1.25`` (crop side / box side), and, applied
+to training sets only, ``crop_jitter`` (relative scale jitter) and ``crop_shift`` (centre shift as
+a share of the side). E.g. ``../shared/datasets/lspet:crop=person,crop_jitter=0.25,crop_shift=0.1``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from detseg.data.base import DetsegDataset, Transform
+
+if TYPE_CHECKING:
+    from detseg.data.adapt import PersonCrop
 
 FORMATS = ("coco", "voc", "seg_folders", "lsp", "pennfudan")
 FORMAT_HINT = ("expected one of: a COCO json (or a folder with annotations/*.json); PASCAL VOC "
@@ -148,27 +161,85 @@ def is_shapes_spec(spec: str | Path) -> bool:
     return (s == "shapes" or s.startswith("shapes:")) and not Path(s).exists()
 
 
+DATA_OPTIONS = ("crop", "crop_scale", "crop_jitter", "crop_shift")
+
+
+def split_data_options(spec: str | Path) -> tuple[str | Path, dict[str, Any]]:
+    """``"PATH:crop=person,crop_scale=1.4"`` -> ``("PATH", {"crop": "person", "crop_scale": 1.4})``.
+
+    A spec that exists as a path, or whose tail after the last ``:`` is not ``key=value`` pairs,
+    has no options. An unknown key is a ``ValueError`` naming it.
+    """
+    text = str(spec)
+    head, sep, tail = text.rpartition(":")
+    if not sep or "=" not in tail or Path(text).exists():
+        return spec, {}
+    opts: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in tail.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in DATA_OPTIONS:
+            raise ValueError(f"{text}: data option {item!r}: expected key=value with key one of "
+                             f"{', '.join(DATA_OPTIONS)}")
+        try:
+            opts[key] = value.strip() if key == "crop" else float(value)
+        except ValueError:
+            raise ValueError(f"{text}: data option {key}: {value!r} is not a number") from None
+    return head, opts
+
+
+def _crop_from(opts: dict[str, Any], crop: PersonCrop | str | None) -> PersonCrop | str | None:
+    """The crop asked for by the keyword (wins) or the spec options."""
+    from detseg.data.adapt import PersonCrop
+
+    if crop is not None or "crop" not in opts:
+        if crop is None and set(opts) & {"crop_scale", "crop_jitter", "crop_shift"}:
+            raise ValueError("crop_scale/crop_jitter/crop_shift need crop=person in the data options")
+        return crop
+    if opts["crop"] in ("none", ""):
+        return None
+    if opts["crop"] != "person":
+        raise ValueError(f"data option crop: unknown crop {opts['crop']!r}; expected person or none")
+    return PersonCrop(opts.get("crop_scale", 1.25), opts.get("crop_jitter", 0.0), opts.get("crop_shift", 0.0))
+
+
 def build_dataset(spec: str | Path, split: str = "train", task: str | None = None,
                   transforms: Transform | None = None, val_fraction: float = 0.2, seed: int = 0,
-                  format: str | None = None) -> DetsegDataset:
+                  format: str | None = None, crop: PersonCrop | str | None = None,
+                  train: bool = False) -> DetsegDataset:
     """The dataset ``spec`` names, one split of it, serving ``task``.
 
     Args:
-        spec: ``"shapes"`` / ``"shapes:size=128,n=2000"`` (the built-in world) or a path.
-        split: ``train``, ``val``, ``test`` (where the data has one) or ``all``.
+        spec: ``"shapes"`` / ``"shapes:size=128,n=2000"`` (the built-in world) or a path,
+            optionally with data options ``PATH:crop=person,...`` (see the module docstring).
+        split: ``train``, ``val``, ``test`` (where the data has one), ``all``, or an index range
+            ``"A:B"`` of ``all`` in file order (not for shapes).
         task: serve this task (e.g. ``cls_loc`` crops from detection data); None = native.
         transforms: a callable ``(image, target) -> (image, target)`` applied after loading.
         val_fraction, seed: the hash split for data without a validation split of its own.
         format: override the sniffed format.
+        crop: ``"person"`` or a :class:`~detseg.data.adapt.PersonCrop`: serve ``pose`` data as
+            square crops centred on each person (overrides the spec's ``crop`` options).
+        train: this is a training set: a person crop's jitter applies (else crops are fixed).
     """
+    from detseg.data.split import split_range
+
+    rng = split_range(split)
     if is_shapes_spec(spec):
         from detseg.data.shapes import ShapesDataset
 
+        if rng is not None:
+            raise ValueError(f"{spec}: split {split!r}: the shapes world has no index ranges (each "
+                             "split is its own seed stream); size splits with n= / n_val=")
+        if crop is not None:
+            raise ValueError(f"{spec}: crop: shapes persons are already centred; no person crops")
         return ShapesDataset.from_spec(str(spec), split=split, task=task, transforms=transforms)
-    from detseg.data.adapt import adapt
+    from detseg.data.adapt import adapt, person_crop
 
+    spec, opts = split_data_options(spec)
+    window = person_crop(_crop_from(opts, crop), train=train)
     fmt, root = locate(spec, format)
-    ds = adapt(open_reader(fmt, root, split, val_fraction, seed, task), task)
+    ds = adapt(open_reader(fmt, root, split, val_fraction, seed, task), task, crop=window)
     ds.transforms = transforms
     return ds
 

@@ -144,7 +144,7 @@ class COCODataset(SplitReader):
     def _files_needed(self, files: dict[str, Path]) -> list[str]:
         if "all" in files:
             return ["all"]
-        if self.split == "all":
+        if self.base_split == "all":
             return list(files)
         if self.split in files:
             return [self.split]

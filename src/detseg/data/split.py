@@ -8,7 +8,14 @@ validation is carved out by a hash of each sample's file name: a sample is in ``
 on the listing order of the file system, on which other files exist, or on the training seed; a
 non-zero ``seed`` salts the hash to draw a different (still deterministic) split.
 
-Split names: ``train``, ``val``, ``test`` (only where the data has one) and ``all``.
+Split names: ``train``, ``val``, ``test`` (only where the data has one) and ``all``, or an index
+range ``"A:B"``: samples ``A .. B-1`` of ``all`` in file order (the order the reader lists the data:
+LSP/LSPET by image number, VOC by XML name, COCO by json order, folders by folder then name), e.g.
+LSPET's ``"0:900"`` (im00001-im00900) and ``"900:1000"``. Positions count every sample found on
+disk, before unusable ones are dropped (they are reported as problems), so a broken image never
+shifts the other images between ranges. A range is resolved in :meth:`SplitReader.select`, the one
+place every reader picks its keys. The shapes world has no ``all`` list (each split is its own seed
+stream) and refuses ranges; its ``n``/``n_val`` options size the splits instead.
 """
 
 from __future__ import annotations
@@ -25,6 +32,50 @@ from detseg.data.base import DetsegDataset, Transform
 SPLITS = ("train", "val", "test", "all")
 # Names data sets use for the same split (folder names, list files).
 SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
+RANGE_HINT = "a split name (train, val, test, all) or an index range START:STOP such as 0:900"
+
+
+class SplitError(ValueError):
+    """A split that is malformed, unknown, or out of range for the data."""
+
+
+def split_range(split: str, field: str = "split") -> tuple[int, int] | None:
+    """``(A, B)`` for an index-range split ``"A:B"``, None for a split name.
+
+    Raises :class:`SplitError` (a ``ValueError``) naming ``field`` for anything else (``"0:"``,
+    ``"9:3"``, ``"a:b"``, ``"trian"``), so a typo is caught before any file is read.
+    """
+    text = str(split).strip()
+    if text in SPLITS:
+        return None
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise SplitError(f"{field}: unknown split {split!r}; expected {RANGE_HINT}")
+    try:
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise SplitError(f"{field}: {split!r} is not an index range START:STOP of integers "
+                         f"(expected {RANGE_HINT})") from None
+    if not 0 <= a < b:
+        raise SplitError(f"{field}: index range {split!r} needs 0 <= START < STOP")
+    return a, b
+
+
+def check_split(split: str, field: str = "split") -> str:
+    """``split`` itself when it is a split name or a well-formed range; ``ValueError`` otherwise."""
+    split_range(split, field)
+    return split
+
+
+def take_range(keys: list[str], split: str, where: str = "data", field: str = "split") -> list[str]:
+    """``keys[A:B]`` for the range ``split``; :class:`SplitError` when it runs past the end of ``keys``."""
+    rng = split_range(split, field)
+    assert rng is not None, split
+    a, b = rng
+    if b > len(keys):
+        raise SplitError(f"{where}: {field} {split!r} is out of range: the data has {len(keys)} "
+                         f"samples (positions 0..{len(keys) - 1}, ranges up to 0:{len(keys)})")
+    return keys[a:b]
 
 
 def hash_fraction(key: str, seed: int = 0) -> float:
@@ -94,8 +145,7 @@ class SplitReader(DetsegDataset):
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
                  seed: int = 0, transforms: Transform | None = None):
         super().__init__(transforms)
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        self.range = split_range(split)  # (A, B) for an index-range split, else None
         self.root = str(root)
         self.name = Path(root).name if Path(root).is_dir() else Path(root).stem
         self.split = split
@@ -108,15 +158,25 @@ class SplitReader(DetsegDataset):
         self.split_source = ""
         self.headers_checked = True  # False where only the annotation's sizes were read
 
+    @property
+    def base_split(self) -> str:
+        """The named split the reader must load: ``all`` for an index range, else ``split``."""
+        return "all" if self.range is not None else self.split
+
     def __len__(self) -> int:
         return len(self.files)
 
     def select(self, keys: list[str], own: dict[str, list[str]] | None = None) -> list[str]:
-        """The keys of ``self.split`` (raises ``ValueError`` naming the splits the data has)."""
+        """The keys of ``self.split`` (raises ``ValueError`` naming the splits the data has).
+
+        An index range ``"A:B"`` takes ``keys[A:B]``: ``keys`` is ``all`` in the reader's order.
+        """
         self.split_keys, self.split_source = resolve_splits(keys, own, self.val_fraction, self.seed)
+        if self.range is not None:
+            return take_range(self.split_keys["all"], self.split, self.root)
         if self.split not in self.split_keys:
             have = ", ".join(s for s in SPLITS if s in self.split_keys)
-            raise ValueError(f"{self.root}: no {self.split!r} split in this data (it has: {have})")
+            raise SplitError(f"{self.root}: no {self.split!r} split in this data (it has: {have})")
         return self.split_keys[self.split]
 
     def index_samples(self, keys: list[str], add: Callable[[str], None]) -> None:

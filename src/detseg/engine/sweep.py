@@ -24,7 +24,7 @@ from detseg.io import save_figure, write_json
 
 # TrainConfig fields that make no sense to sweep (names, paths, switches of how to run).
 NOT_SWEEPABLE = {"model", "data", "out", "name", "resume", "device", "workers", "quiet", "format",
-                 "weights", "val_split", "model_opts", "samples"}
+                 "weights", "val_split", "train_split", "model_opts", "samples"}
 
 
 def sweep_target(param: str) -> str:

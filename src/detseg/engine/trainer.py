@@ -54,6 +54,7 @@ class TrainConfig:
     name: str = "train"
     resume: bool | str = False  # True = newest run of this model/name; or a run dir / last.pt
     val_fraction: float = 0.2
+    train_split: str = "train"  # a split name or an index range "A:B" (see detseg.data.split)
     val_split: str = "val"
     format: str | None = None
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
@@ -339,12 +340,18 @@ AUGMENT: dict[str, dict[str, Any]] = {
 def build_datasets(cfg: TrainConfig, task: str):
     """Train (with augmentation) and validation (without) datasets for ``task``."""
     from detseg.data import build_dataset
+    from detseg.data.split import SplitError, check_split
     from detseg.data.transforms import build_transforms
 
+    check_split(cfg.train_split, "train_split")
+    check_split(cfg.val_split, "val_split")
     # The split seed stays 0 (the canonical split `detseg eval` also uses): a different training
     # --seed must not move validation images into the training set.
     common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format)
-    train = build_dataset(cfg.data, split="train", **common)
+    try:  # train=True: data-option crop jitter applies to this set only
+        train = build_dataset(cfg.data, split=cfg.train_split, train=True, **common)
+    except SplitError as e:  # e.g. a range past the end of the data: name the option
+        raise SplitError(f"train_split={cfg.train_split!r}: {e}") from None
     if cfg.augment not in AUGMENT:
         raise ValueError(f"augment: unknown {cfg.augment!r} (choose {', '.join(AUGMENT)})")
     if cfg.augment != "none":
@@ -354,12 +361,29 @@ def build_datasets(cfg: TrainConfig, task: str):
         val = build_dataset(cfg.data, split=cfg.val_split, **common)
     except (ValueError, FileNotFoundError) as e:
         if cfg.val_split != "val":
+            if isinstance(e, SplitError):
+                raise SplitError(f"val_split={cfg.val_split!r}: {e}") from None
             raise
         print(f"no validation split ({e}); training without validation")
         val = None
     if len(train) == 0:
         raise ValueError(f"{cfg.data}: the train split has no usable samples (see `detseg data check`)")
+    _warn_overlap(train, val)
     return train, val
+
+
+def _warn_overlap(train, val) -> None:
+    """Warn when images are in both sets (e.g. overlapping index ranges): validation would lie."""
+    files_t, files_v = getattr(train, "files", None), getattr(val, "files", None)
+    if not files_t or not files_v or getattr(train, "split", None) == getattr(val, "split", None):
+        return  # no file names (shapes), or the same split on purpose (an overfitting check)
+    both = set(files_t) & set(files_v)
+    if both:
+        import warnings
+
+        warnings.warn(f"{len(both)} sample(s) are in both the train split {train.split!r} and the "
+                      f"val split {val.split!r} (first: {sorted(both)[0]}): validation is not held out",
+                      stacklevel=3)
 
 
 def median_frequency_from(dataset, num_classes: int, max_images: int = 500) -> list[float]:
