@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, NamedTuple
 
+from detseg.detection.builders import build_fast_rcnn, build_rcnn, build_sliding_window_det
 from detseg.models.base import DetsegModel
 from detseg.models.cls_loc import build_cls_loc
 from detseg.models.deeplab import build_deeplab
@@ -58,6 +59,15 @@ ZOO: dict[str, ZooEntry] = {
     "pose_heatmap": ZooEntry(build_pose_heatmap, "pose",
                              "simple baselines (Xiao et al. 2018): deconv head -> one Gaussian "
                              "heatmap per joint, MSE, argmax + quarter-pixel shift"),
+    "sliding_window_det": ZooEntry(build_sliding_window_det, "detection",
+                                   "sliding-window detection: every window of a multi-scale grid "
+                                   "warped and classified over C+1 classes (background), per-class NMS"),
+    "rcnn": ZooEntry(build_rcnn, "detection",
+                     "R-CNN (Girshick et al. 2014): selective search -> warped crops -> CNN -> "
+                     "softmax over C+1 + class-specific box regression"),
+    "fast_rcnn": ZooEntry(build_fast_rcnn, "detection",
+                          "Fast R-CNN (Girshick 2015): CNN once -> RoI pooling of selective-search "
+                          "proposals -> FC -> softmax + box regressors, trained end to end"),
 }
 
 
