@@ -8,8 +8,12 @@
 Each entry ``NAME[:key=value;key=value]`` is a zoo model with options (``unet_smp`` is the peer:
 segmentation_models_pytorch's Unet with a resnet18 encoder, random init — `pip install
 segmentation-models-pytorch`, the benchmark extra). Every model trains for the same CPU time
-(``--minutes``, epochs are cut when the budget runs out: the cosine schedule is planned for
-``--epochs`` and the last finished epoch is evaluated) and is evaluated on the validation split.
+(``--minutes``: the cosine schedule decays over the budget and training stops when it is spent,
+see detseg/engine/schedule.py) and is evaluated on the validation split.
+``--oracle-strides 8,4,2`` adds the resolution ceiling of a model whose scores live at stride
+``s``: the ground truth one-hot, average-pooled by ``s`` and upsampled bilinearly back (as FCN-8s
+does with its scores), then argmax — how much of the val labels a stride-``s`` score map can
+express at all (thin parts vanish first).
 Records: params, GFLOPs per image (torch's FlopCounterMode, at ``--img-size``), CPU ms/image
 (eval mode, batch 1), mIoU, pixel accuracy, per-class IoU -> ``benchmarks/results/
 segmentation_<dataset>.json`` and docs/BENCHMARKS.md.
@@ -89,7 +93,8 @@ def train_budgeted(name: str, opts: dict[str, Any], args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
                           batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
-                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes)
+                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
+                          channels_last=args.channels_last)
         trainer = Trainer(cfg)
         trainer.fit()
         final = trainer.summary()["final"]
@@ -101,13 +106,35 @@ def train_budgeted(name: str, opts: dict[str, Any], args) -> dict[str, Any]:
             **{k: round(v, 4) for k, v in final.items() if k.startswith("IoU/") and v == v}}
 
 
-def build_unet_smp(classes, img_size: int = 128):
+def oracle_row(data: str, stride: int) -> dict[str, Any]:
+    """mIoU of the val ground truth pooled to ``stride`` and upsampled bilinearly back (a ceiling)."""
+    import torch.nn.functional as F
+
+    from detseg.data import build_dataset
+    from detseg.evaluation import build_evaluator
+
+    ds = build_dataset(data, "val", task="semantic")
+    C = len(ds.seg_classes)
+    ev = build_evaluator("semantic", list(ds.seg_classes))
+    for i in range(len(ds)):
+        _, target = ds[i]
+        y = target["sem_seg"]
+        onehot = F.one_hot(torch.where(y < C, y, 0), C).permute(2, 0, 1).float()[None]
+        coarse = F.avg_pool2d(onehot, stride, ceil_mode=True)
+        up = F.interpolate(coarse, size=tuple(y.shape), mode="bilinear", align_corners=False)
+        ev.update([{"sem_seg": up[0].argmax(0)}], [target])  # ignore pixels stay ignored
+    m = ev.compute()
+    return {"mIoU": round(m["mIoU"], 4), "pixel_acc": round(m["pixel_acc"], 4),
+            **{k: round(v, 4) for k, v in m.items() if k.startswith("IoU/") and v == v}}
+
+
+def build_unet_smp(classes, img_size: int = 128, class_weights: list[float] | None = None):
     """The peer: smp.Unet(resnet18, random init) as a detseg SemanticModel (same loop, same loss)."""
     try:
         import segmentation_models_pytorch as smp
     except ImportError:
         raise SystemExit("unet_smp needs `pip install segmentation-models-pytorch`") from None
-    from detseg.models.semantic import SemanticModel
+    from detseg.models.semantic import SemanticLoss, SemanticModel
 
     class SmpNet(torch.nn.Module):
         stride = 32
@@ -119,7 +146,8 @@ def build_unet_smp(classes, img_size: int = 128):
         def forward(self, x):
             return self.net(x)
 
-    return SemanticModel(list(classes), SmpNet(len(classes)), img_size, who="unet_smp")
+    return SemanticModel(list(classes), SmpNet(len(classes)), img_size,
+                         loss=SemanticLoss(len(classes), class_weights=class_weights), who="unet_smp")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,9 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--augment", default="full")
     p.add_argument("--amp", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--oracle-strides", default="", help="e.g. 8,4,2: resolution ceilings, no training")
     args = p.parse_args(argv)
     ds = dataset_name(args.data)
-    for entry in args.models.split(","):
+    for stride in filter(None, args.oracle_strides.split(",")):
+        row = {"model": f"oracle: ground truth at stride {stride}, bilinear back", **oracle_row(args.data, int(stride))}
+        record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row}, "torch")
+        append_or_replace(f"segmentation_{ds}", [record], key=("benchmark", "model", "dataset"))
+        print(row, flush=True)
+    for entry in filter(None, args.models.split(",")):
         row = run_one(entry, args)
         record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row,
                         "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
