@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import append_or_replace, print_rows, read_results, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, print_rows, read_results, stamp  # noqa: E402
 
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -60,12 +60,6 @@ def parse_opts(text: str) -> dict[str, Any]:
             raise SystemExit(f"variant {text!r}: expected key=value, got {item!r}")
         opts[k.strip()] = yaml.safe_load(v)
     return opts
-
-
-def dataset_name(data: str) -> str:
-    if data.startswith("shapes"):
-        return "shapes"
-    return Path(data.rstrip("/")).name.lower()
 
 
 def base_config(args, out: str, opts: dict[str, Any]) -> TrainConfig:

@@ -108,3 +108,26 @@ def stamp(record: dict[str, Any], *packages: str) -> dict[str, Any]:
     return {**record, "command": command_line(),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "versions": versions(*packages)}
+
+
+def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value;key=value"`` -> ``("name", {key: YAML scalar})`` (a model and its options)."""
+    import yaml
+
+    name, _, rest = entry.partition(":")
+    opts = {}
+    for item in filter(None, rest.split(";")):
+        k, _, v = item.partition("=")
+        opts[k] = yaml.safe_load(v)
+    return name, opts
+
+
+def dataset_name(data: str) -> str:
+    """The results-file suffix of a ``--data`` value: ``shapes`` or the folder's name, lower case
+    (data options after the path, ``PATH:crop=person``, are not part of it)."""
+    if data.startswith("shapes"):
+        return "shapes"
+    path = data.rstrip("/")
+    if ":" in Path(path).name:
+        path = path[: path.rindex(":")]
+    return Path(path.rstrip("/")).name.lower()

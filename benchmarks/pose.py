@@ -36,7 +36,6 @@ runs) and docs/BENCHMARKS.md via benchmarks/make_docs.py.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -48,30 +47,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import append_or_replace, print_rows, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
 
 from detseg.data.split import split_range  # noqa: E402
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 PCK = "PCK@0.2"
-
-
-def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
-    """``"name:key=value;key=value"`` -> ``("name", {key: yaml value})``."""
-    import yaml
-
-    name, _, rest = entry.partition(":")
-    opts = {}
-    for item in filter(None, re.split(r"[;]", rest)):
-        k, _, v = item.partition("=")
-        opts[k] = yaml.safe_load(v)
-    return name, opts
-
-
-def dataset_name(data: str) -> str:
-    if data.startswith("shapes"):
-        return "shapes"
-    return Path(data.rstrip("/")).name.lower()
 
 
 def parse_range(text: str) -> str:

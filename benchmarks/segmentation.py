@@ -22,7 +22,6 @@ segmentation_<dataset>.json`` and docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -33,26 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_or_replace, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, parse_entry, stamp  # noqa: E402
 
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 
-def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
-    import yaml
-
-    name, _, rest = entry.partition(":")
-    opts = {}
-    for item in filter(None, re.split(r"[;]", rest)):
-        k, _, v = item.partition("=")
-        opts[k] = yaml.safe_load(v)
-    return name, opts
-
-
-def dataset_name(data: str) -> str:
-    if data.startswith("shapes"):
-        return "shapes"
-    return Path(data.rstrip("/")).name.lower()
 
 
 def cost(model, img_size: int, device: str = "cpu") -> tuple[int, float, float]:
