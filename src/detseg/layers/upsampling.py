@@ -197,23 +197,14 @@ class ProjectedUnpool(nn.Module):
     ``mid_ch -> out_ch`` (1x1, skipped when equal). ``mid_ch`` is ``out_ch`` for nearest and
     bed-of-nails; for max-unpooling it is the channel count of the matching pool's indices.
     ``forward(x)``, or ``forward(x, indices, output_size)`` when the unpooling ``needs_indices``.
-
-    ``densify``: the last step is a 3x3 convolution instead (always present). Bed of nails and
-    max-unpooling leave 3 of every 4 outputs zero; SegNet follows its max-unpooling with trainable
-    convolutions "to produce dense feature maps" (Badrinarayanan et al. 2017, section 3), and a
-    3x3 kernel can also learn to undo bed of nails' half-cell shift towards the top-left.
     """
 
-    def __init__(self, unpool: nn.Module, in_ch: int, out_ch: int, mid_ch: int | None = None,
-                 densify: bool = False):
+    def __init__(self, unpool: nn.Module, in_ch: int, out_ch: int, mid_ch: int | None = None):
         super().__init__()
         mid_ch = out_ch if mid_ch is None else mid_ch
         self.pre = nn.Conv2d(in_ch, mid_ch, 1) if in_ch != mid_ch else nn.Identity()
         self.unpool = unpool
-        if densify:
-            self.post: nn.Module = nn.Conv2d(mid_ch, out_ch, 3, padding=1)
-        else:
-            self.post = nn.Conv2d(mid_ch, out_ch, 1) if mid_ch != out_ch else nn.Identity()
+        self.post = nn.Conv2d(mid_ch, out_ch, 1) if mid_ch != out_ch else nn.Identity()
         self.needs_indices = bool(getattr(unpool, "needs_indices", False))
         self.factor = unpool.factor
 
@@ -232,9 +223,8 @@ def build_upsampler(kind: str, in_ch: int, out_ch: int, factor: int, *,
     Args:
         kind: one of :data:`UPSAMPLE_KINDS`:
             ``nearest`` / ``bed_of_nails`` (:mod:`~detseg.layers.unpooling`, fixed; a 1x1 conv
-            changes channels; after bed of nails a 3x3 conv densifies, see
-            :class:`ProjectedUnpool`), ``max_unpool`` (fixed, needs the matching pool's indices:
-            call ``up(x, indices, output_size)``; a 3x3 conv densifies), ``transpose`` (:class:`TransposeConvUpsample`,
+            changes channels), ``max_unpool`` (fixed, needs the matching pool's indices: call
+            ``up(x, indices, output_size)``), ``transpose`` (:class:`TransposeConvUpsample`,
             bilinear init), ``bilinear`` (:class:`BilinearUpsample`, fixed interpolation) or
             ``resize_conv`` (:class:`ResizeConvUpsample`, nearest resize + 3x3 conv).
         in_ch, out_ch: channels in and out.
@@ -258,6 +248,6 @@ def build_upsampler(kind: str, in_ch: int, out_ch: int, factor: int, *,
     if kind == "nearest":
         return ProjectedUnpool(NearestUnpool(factor), in_ch, out_ch)
     if kind == "bed_of_nails":
-        return ProjectedUnpool(BedOfNailsUnpool(factor), in_ch, out_ch, densify=True)
+        return ProjectedUnpool(BedOfNailsUnpool(factor), in_ch, out_ch)
     unpool = MaxUnpool(kernel if kernel is not None else factor, factor, padding)
-    return ProjectedUnpool(unpool, in_ch, out_ch, mid_ch=unpool_channels, densify=True)
+    return ProjectedUnpool(unpool, in_ch, out_ch, mid_ch=unpool_channels)
