@@ -97,10 +97,14 @@ def test_demo_smoke(tmp_path, monkeypatch):
                                 group="upsampling"),
             demo_mod.DemoRecipe("fcn", "shapes:size=32,n=16", epochs=2, img_size=32, batch=8,
                                 name="fcn_nearest", model_opts={"upsample": "nearest"},
-                                group="upsampling", time_limit=1e-6),
+                                group="upsampling", time_limit=1e-6, extra=True),
             demo_mod.DemoRecipe("cls_loc", "shapes:size=32,n=16", epochs=1, img_size=32, batch=8)]
     monkeypatch.setattr(demo_mod, "DEMOS", tiny)
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path / "default")]) == 0
+    assert set(json.loads((tmp_path / "default" / "summary.json").read_text())) == {"fcn", "cls_loc"}
+    assert "meanshift.png" in (tmp_path / "default" / "report.html").read_text()
+    assert not (tmp_path / "default" / "compare_upsampling.png").exists()  # one member: no panel
+    assert main(["demo", "--out", str(tmp_path), "--compare"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"fcn", "fcn_nearest", "cls_loc"}
     assert "mIoU" in summary["fcn"] and "loc_acc" in summary["cls_loc"]

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--only", default=None, help="comma-separated demo model names")
     d.add_argument("--scale", type=float, default=1.0, help="multiply every demo's epochs (e.g. 0.2 for a smoke run)")
+    d.add_argument("--compare", action="store_true",
+                   help="also train the upsampling variants and picture them side by side (~8 min more)")
 
     from detseg.classic import meanshift
 
@@ -299,7 +301,7 @@ def cmd_demo(args) -> int:
     from detseg.demo import run_demo
 
     only = args.only.split(",") if args.only else None
-    run_demo(Path(args.out), only=only, scale=args.scale)
+    run_demo(Path(args.out), only=only, scale=args.scale, compare=args.compare)
     return 0
 
 
