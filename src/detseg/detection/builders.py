@@ -119,7 +119,7 @@ def _matcher(fg_iou: float, bg_iou_low: float) -> Matcher:
 
 
 def _backbone(name: str, weights: str | None, width: int | None) -> Backbone:
-    return build_backbone(name, weights=weights, **({} if width is None else {"width": width}))
+    return build_backbone(name, weights=weights, width=width)
 
 
 def _crop_detector(classes: list[str], img_size: int, crop_size: int, context_pad: float,

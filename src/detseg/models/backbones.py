@@ -240,14 +240,17 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def build_backbone(name: str, weights: str | None = None, **kw: Any) -> Backbone:
+def build_backbone(name: str, weights: str | None = None, width: int | None = None,
+                   **kw: Any) -> Backbone:
     """Build the backbone ``name`` (randomly initialised), then load ``weights`` if given.
 
     Args:
         name: one of :data:`BACKBONES` (``resnet18``, ``alexnet_small``, ``simple``).
         weights: ``None``; a local file path; or a torchvision weights enum name
             (``"ResNet18_Weights.IMAGENET1K_V1"``, downloaded by torchvision on first use).
-        **kw: options of the backbone function (e.g. ``width`` for ``alexnet_small``).
+        width: base width of ``alexnet_small``/``simple``; ``None`` keeps the backbone's default
+            (builders pass their ``backbone_width`` option straight through).
+        **kw: other options of the backbone function.
 
     Raises:
         ValueError: unknown name, unusable weights; TypeError: an option the backbone lacks;
@@ -255,6 +258,8 @@ def build_backbone(name: str, weights: str | None = None, **kw: Any) -> Backbone
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    if width is not None:
+        kw["width"] = width
     try:
         backbone = BACKBONES[name](**kw)
     except TypeError as e:

@@ -274,8 +274,7 @@ def build_cls_loc(classes: list[str], img_size: int = 128, backbone: str = "alex
         class_agnostic: one box for all classes (True) or one box per class (False).
     """
     check_options(loss, box_format, class_agnostic)
-    kw = {} if backbone_width is None else {"width": backbone_width}
-    bb = build_backbone(backbone, weights=weights, **kw)
+    bb = build_backbone(backbone, weights=weights, width=backbone_width)
     head = ClsLocHead(bb.channels[bb.names[-1]], len(classes), pool=pool, hidden=hidden,
                       dropout=dropout, box_format=box_format, class_agnostic=class_agnostic)
     return ClsLoc(classes, bb, head, img_size, loss=loss, lam=lam)

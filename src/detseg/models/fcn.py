@@ -223,8 +223,7 @@ def build_fcn(classes: list[str], img_size: int = 128, backbone: str = "alexnet_
     """
     if upsample not in UPSAMPLE_KINDS:
         raise ValueError(f"fcn: unknown upsample {upsample!r}; known: {', '.join(UPSAMPLE_KINDS)}")
-    kw = {} if backbone_width is None else {"width": backbone_width}
-    bb = build_backbone(backbone, weights=weights, **kw)
+    bb = build_backbone(backbone, weights=weights, width=backbone_width)
     if upsample == "max_unpool" and not bb.pool_specs:
         raise ValueError(f"fcn: upsample='max_unpool' needs a backbone whose downsampling is "
                          f"max-pooling, to unpool with its indices; {backbone!r} has no recordable "

@@ -174,8 +174,7 @@ def make_backbone(name: str, weights: str | None = None,
     if name not in BACKBONE_NAMES:
         raise ValueError(f"fcn_skips: unknown backbone {name!r}; "
                          f"known: {', '.join(BACKBONE_NAMES)}")
-    kw = {} if backbone_width is None else {"width": backbone_width}
-    return build_backbone(name, weights=weights, **kw)
+    return build_backbone(name, weights=weights, width=backbone_width)
 
 
 def build_fcn_skip(classes: list[str], variant: str = "8s", img_size: int = 128,

@@ -280,8 +280,7 @@ def build_pose_regression(classes: list[str], img_size: int = 128, backbone: str
     if num_keypoints < 1 or cascade_stages < 0:
         raise ValueError(f"pose_regression: num_keypoints must be >= 1 and cascade_stages >= 0 "
                          f"(got {num_keypoints}, {cascade_stages})")
-    kw = {} if backbone_width is None else {"width": backbone_width}
-    bb = build_backbone(backbone, weights=weights, **kw)
+    bb = build_backbone(backbone, weights=weights, width=backbone_width)
     head = RegressionHead(bb.channels[bb.names[-1]], num_keypoints, pool=pool, hidden=hidden,
                           dropout=dropout)
     if cascade_stages and refine_feature not in bb.channels:

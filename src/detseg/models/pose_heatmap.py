@@ -207,7 +207,6 @@ def build_pose_heatmap(classes: list[str], img_size: int = 128, backbone: str = 
     if num_keypoints < 1 or deconv_layers < 0:
         raise ValueError(f"pose_heatmap: num_keypoints must be >= 1 and deconv_layers >= 0 "
                          f"(got {num_keypoints}, {deconv_layers})")
-    kw = {} if backbone_width is None else {"width": backbone_width}
-    bb = build_backbone(backbone, weights=weights, **kw)
+    bb = build_backbone(backbone, weights=weights, width=backbone_width)
     head = DeconvHead(bb.channels[bb.names[-1]], num_keypoints, deconv_layers, deconv_channels)
     return PoseHeatmap(classes, bb, head, img_size, sigma=sigma)
