@@ -131,3 +131,25 @@ def dataset_name(data: str) -> str:
     if ":" in Path(path).name:
         path = path[: path.rindex(":")]
     return Path(path.rstrip("/")).name.lower()
+
+
+def model_cost(model, height: int, width: int, repeat: int = 5) -> tuple[int, float, float]:
+    """(params, GFLOPs per image, CPU ms per image) of ``model`` in eval mode, batch 1, on one
+    random ``height x width`` image (FLOPs by torch's FlopCounterMode, a multiply-add counted once)."""
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.to("cpu").eval()
+    params = sum(p.numel() for p in model.parameters())
+    image = [torch.rand(3, height, width)]
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            model(image)  # also the warm-up: first-call allocations and oneDNN kernel choice
+        model(image)
+        t = time.perf_counter()
+        for _ in range(repeat):
+            model(image)
+        ms = (time.perf_counter() - t) / repeat * 1000
+    return params, fc.get_total_flops() / 2 / 1e9, ms

@@ -38,16 +38,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, model_cost, parse_entry, print_rows, stamp  # noqa: E402
 
 from detseg.data.split import split_range  # noqa: E402
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
@@ -85,20 +83,6 @@ def splits(args) -> tuple[str, str]:
     return args.train_range, args.val_range
 
 
-def cost(model, img_size: int, repeat: int = 10) -> tuple[int, float]:
-    """(params, CPU ms per image) of ``model`` in eval mode, batch 1, an ``img_size`` square."""
-    model = model.to("cpu").eval()
-    params = sum(p.numel() for p in model.parameters())
-    image = [torch.rand(3, img_size, img_size)]
-    with torch.no_grad():
-        for _ in range(2):  # warm-up: first-call allocations and oneDNN kernel choice
-            model(image)
-        t = time.perf_counter()
-        for _ in range(repeat):
-            model(image)
-    return params, (time.perf_counter() - t) / repeat * 1000
-
-
 def train_budgeted(entry: str, args) -> dict[str, Any]:
     """Train one pose model for at most ``args.minutes`` of training time; its row of the table."""
     name, opts = parse_entry(entry)
@@ -113,7 +97,7 @@ def train_budgeted(entry: str, args) -> dict[str, Any]:
         final = trainer.summary()["final"]
         n_train = len(trainer.train_set)
         n_val = len(trainer.val_set) if trainer.val_set is not None else 0
-        params, ms = cost(trainer.eval_model, args.img_size)
+        params, _, ms = model_cost(trainer.eval_model, args.img_size, args.img_size, repeat=10)
     joints = {k: round(v, 4) for k, v in final.items() if k.startswith(f"{PCK}/") and v == v}
     return {"model": entry, "params": params, "cpu_ms_per_image": round(ms, 1),
             PCK: round(final.get(PCK, float("nan")), 4), "PCP": round(final.get("PCP", float("nan")), 4),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_or_replace, dataset_name, parse_entry, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, model_cost, parse_entry, stamp  # noqa: E402
 
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 
-
-def cost(model, img_size: int, device: str = "cpu") -> tuple[int, float, float]:
-    """(params, GFLOPs per image, CPU ms per image) of a model in eval mode at ``img_size``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = model.to(device).eval()
-    params = sum(p.numel() for p in model.parameters())
-    image = [torch.rand(3, img_size * 3 // 4, img_size)]
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            model(image)
-        flops = fc.get_total_flops() / 2  # multiply-adds counted as 2
-        model(image)
-        t = time.perf_counter()
-        n = 5
-        for _ in range(n):
-            model(image)
-        ms = (time.perf_counter() - t) / n * 1000
-    return params, flops / 1e9, ms
 
 
 def run_one(entry: str, args) -> dict[str, Any]:
@@ -82,7 +62,7 @@ def train_budgeted(name: str, opts: dict[str, Any], args) -> dict[str, Any]:
         trainer = Trainer(cfg)
         trainer.fit()
         final = trainer.summary()["final"]
-        params, gflops, ms = cost(trainer.eval_model, args.img_size)
+        params, gflops, ms = model_cost(trainer.eval_model, args.img_size * 3 // 4, args.img_size)
     return {"epochs_done": final["epoch"], "train_seconds": round(trainer.train_seconds, 1),
             "params": params, "gflops": round(gflops, 3), "cpu_ms_per_image": round(ms, 1),
             "mIoU": round(final.get("mIoU", float("nan")), 4),
