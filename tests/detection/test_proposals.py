@@ -148,3 +148,14 @@ def test_bad_proposal_file_names_file_and_key(tmp_path):
     txt.write_text("x")
     with pytest.raises(ValueError, match="unknown format"):
         load_proposals(txt)
+
+
+def test_selective_search_smaller_k_gives_more_proposals_and_its_own_cache_key(tmp_path):
+    """base_k / inc_k set the graph segmentations' k: smaller k, finer initial regions, more boxes."""
+    img = _blocks(96, 128)
+    default = SelectiveSearchProposals(max_proposals=None, cache_dir=tmp_path).propose(img)
+    fine = SelectiveSearchProposals(max_proposals=None, base_k=20, inc_k=20, cache_dir=tmp_path)
+    boxes = fine.propose(img)
+    _assert_valid(boxes, 96, 128)
+    assert fine.computed == 1 and len(boxes) > len(default)
+    assert len(list(tmp_path.glob("*.npy"))) == 2

@@ -178,6 +178,11 @@ class SelectiveSearchProposals(ProposalGenerator):
         seed: seeds the C library's ``rand()`` (which OpenCV's ranking draws from) right before each
             search, so the order -- and with ``max_proposals`` the set -- is reproducible. None =
             leave it alone.
+        base_k, inc_k, sigma: fast mode's graph segmentations (Felzenszwalb-Huttenlocher) run at
+            ``k = base_k, base_k + inc_k, base_k + 2 inc_k`` with smoothing ``sigma``; OpenCV's
+            defaults are 150, 150, 0.8. A smaller k gives smaller initial regions and more
+            proposals: 50, 50 is about the paper's fast setting (k = 50, 100) and gives ~2k
+            proposals on 500x375 images (docs/BENCHMARKS.md). Ignored in quality mode.
         cache_dir: folder of ``<key>.npy`` files (``float32 [N, 4]`` xyxy, original pixels), key =
             SHA-1 of the image's uint8 pixels and every parameter above and the OpenCV version.
             Files are written atomically. None = no cache.
@@ -192,7 +197,8 @@ class SelectiveSearchProposals(ProposalGenerator):
     """
 
     def __init__(self, mode: str = "fast", max_proposals: int | None = 2000, max_side: int | None = 500,
-                 max_aspect: float = 2.0, seed: int | None = 0, cache_dir: str | Path | None = None) -> None:
+                 max_aspect: float = 2.0, seed: int | None = 0, cache_dir: str | Path | None = None,
+                 base_k: int = 150, inc_k: int = 150, sigma: float = 0.8) -> None:
         super().__init__()
         if mode not in SELECTIVE_SEARCH_MODES:
             raise ValueError(f"SelectiveSearchProposals: mode must be one of {SELECTIVE_SEARCH_MODES}, got {mode!r}")
@@ -203,6 +209,7 @@ class SelectiveSearchProposals(ProposalGenerator):
         self.max_side = max_side
         self.max_aspect = float(max_aspect)
         self.seed = seed
+        self.base_k, self.inc_k, self.sigma = int(base_k), int(inc_k), float(sigma)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.computed = 0  # searches actually run (not served from the cache): tests and stats
 
@@ -245,7 +252,7 @@ class SelectiveSearchProposals(ProposalGenerator):
         ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
         ss.setBaseImage(bgr)
         if self.mode == "fast":
-            ss.switchToSelectiveSearchFast()
+            ss.switchToSelectiveSearchFast(self.base_k, self.inc_k, self.sigma)
         else:
             ss.switchToSelectiveSearchQuality()
         if self.seed is not None:
@@ -264,6 +271,8 @@ class SelectiveSearchProposals(ProposalGenerator):
         h = hashlib.sha1(repr(rgb.shape).encode())
         h.update(rgb.tobytes())
         params = (self.mode, self.max_proposals, self.max_side, self.max_aspect, self.seed, cv2.__version__)
+        if self.mode == "fast" and (self.base_k, self.inc_k, self.sigma) != (150, 150, 0.8):
+            params += (self.base_k, self.inc_k, self.sigma)  # old cache keys stay valid
         h.update(repr(params).encode())
         return self.cache_dir / f"ss_{h.hexdigest()}.npy"
 
