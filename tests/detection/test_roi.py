@@ -91,3 +91,13 @@ def test_warp_crops_reproduces_pixels_and_adds_context():
     # context_pad = 2 at crop 12: the box grows by 12 / 8, i.e. an 12 x 12 window around it.
     padded = warp_crops(img, [box, box], 12, context_pad=2)
     assert torch.allclose(padded[0], img[0, :, 2:14, 3:15])
+
+
+def test_roi_pool_runs_under_cpu_bfloat16_autocast():
+    """--amp on a CPU: the features arrive in bfloat16, which torchvision's CPU roi_pool rejects."""
+    pool = RoIPool("c4", 8, 16, 7)
+    feats = {"c4": torch.randn(1, 8, 8, 8)}
+    boxes = [torch.tensor([[0.0, 0.0, 64.0, 64.0], [16.0, 8.0, 100.0, 120.0]])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pool({"c4": feats["c4"].bfloat16()}, torch.zeros(1, 3, 128, 128), boxes)
+    assert out.shape == (2, 8, 7, 7) and torch.isfinite(out).all()

@@ -70,6 +70,10 @@ class RoIPool(nn.Module):
                 proposals: list[Tensor]) -> Tensor:
         _check_proposals(proposals, len(images), type(self).__name__)
         x = _feature(features, self.feature, type(self).__name__)
+        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            # torchvision's CPU roi_pool has no reduced-precision kernel (and, unlike roi_align,
+            # no CPU autocast rule): pool in float32 under --amp; the head casts back.
+            x = x.float()
         boxes = [p.to(x.dtype) for p in proposals]
         return roi_pool(x, boxes, self.output_size, spatial_scale=1.0 / self.stride)
 
