@@ -118,6 +118,43 @@ INTROS: dict[str, str] = {
         "class-agnostic vs per-class boxes, one factor at a time. `loc_acc`: class right and "
         "box IoU >= 0.5; `mean_iou` over the val images."
     ),
+    "rcnn_family": (
+        "Test-time cost of the region-based detectors on one machine in one run: "
+        "`sliding_window_det`, `rcnn` and `fast_rcnn` built with the same backbone and image size, "
+        "eval mode, `torch.inference_mode`, batch 1. Each image's proposals are computed once "
+        "(selective search, fast mode, for R-CNN and Fast R-CNN; the window grid for sliding "
+        "windows) and timed as `proposal_seconds_per_image`; the models are then fed those stored "
+        "boxes, so R-CNN and Fast R-CNN score identical crops / RoIs, and the whole forward pass is "
+        "`network_seconds_per_image`. `rcnn_over_network` is R-CNN's network time over the row's "
+        "(the speed-up excluding proposals; the issue asks >= 10 for Fast R-CNN). `extractor` says "
+        "what each region costs: a warped image crop through the whole CNN (R-CNN) or a RoI pooled "
+        "from the shared feature map (Fast R-CNN). The `paper:` rows are published figures, not "
+        "measurements (VGG16 on an Nvidia K40; selective search on a CPU)."
+    ),
+}
+# Intros of per-dataset results files (``<prefix><dataset>.json``) without an entry of their own.
+PREFIX_INTROS: dict[str, str] = {
+    "proposals_": (
+        "Region-proposal quality on {dataset} (`benchmarks/proposals.py`, i.e. `detseg proposals "
+        "eval`): recall of the ground-truth boxes with the first 100/500/1000/2000 proposals at "
+        "IoU 0.5 and 0.7, MABO (mean over classes of the average best overlap with all "
+        "proposals), the mean number of proposals per image (at most `max_proposals`) and seconds "
+        "per image (wall clock of the generator call, no cache; `cpu_seconds_per_image` is its "
+        "process CPU time, which a busy machine inflates less). `long_side`: images resized to "
+        "that longer side first (500: PASCAL VOC's 500x375, where the papers quote ~2k selective-"
+        "search proposals in ~2 s). `selective_search_fast:base_k=...;inc_k=...` rows set OpenCV's "
+        "`switchToSelectiveSearchFast(base_k, inc_k, sigma)` (defaults 150, 150, 0.8; a smaller k "
+        "gives more initial regions, hence more proposals). Timings on the shared 2-core machine "
+        "are approximate."
+    ),
+    "detection_": (
+        "Region-based detectors on {dataset} (`benchmarks/detection.py`), each trained for the same "
+        "CPU budget (`budget_minutes`; `train_seconds` is training only, the cosine LR decays over "
+        "the budget and training stops when it is spent) and evaluated on the validation split "
+        "(`split`) by the COCO evaluator: `mAP50`, `mAP` (AP@[.5:.95]), VOC AP50 overall and per "
+        "class (`AP50/<class>`). `cpu_ms_per_image`: eval mode, batch 1, on val images, proposals "
+        "included and computed afresh. The model column holds the zoo name and builder options."
+    ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
@@ -140,6 +177,14 @@ def _columns(records: list[dict[str, Any]]) -> list[str]:
     return [k for k in seen if k not in TRAILING] + [k for k in TRAILING if k in seen]
 
 
+def _prefix_intro(name: str) -> str | None:
+    """The :data:`PREFIX_INTROS` text for ``<prefix><dataset>``, with the dataset filled in."""
+    for prefix, text in PREFIX_INTROS.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return text.format(dataset=f"`{name[len(prefix):]}`")
+    return None
+
+
 def render_file(path: Path) -> str:
     """One markdown section for one results file."""
     name = path.stem
@@ -150,7 +195,7 @@ def render_file(path: Path) -> str:
     if isinstance(records, dict):
         records = [records]
     records = [r for r in records if isinstance(r, dict)]
-    intro = INTROS.get(name, f"Results of the `{name}` benchmark.")
+    intro = INTROS.get(name) or _prefix_intro(name) or f"Results of the `{name}` benchmark."
     lines = [f"## {name}", "", intro, "", f"Source: `benchmarks/results/{path.name}`.", ""]
     if not records:
         return "\n".join(lines + ["No records yet.", ""])

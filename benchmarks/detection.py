@@ -1,0 +1,141 @@
+"""Region-based detectors side by side: each trained with the same CPU budget, evaluated on val.
+
+    python benchmarks/detection.py --data shapes:size=128,mode=scene,n=2000,n_val=200 --img-size 128 \
+        --minutes 15 --models fast_rcnn,rcnn:crop_size=64 --proposal-cache /tmp/ss_cache
+    python benchmarks/detection.py --data ../shared/datasets/raccoon --img-size 320 --minutes 15 \
+        --models fast_rcnn,rcnn:crop_size=64 --augment flip --proposal-cache /tmp/ss_cache
+    python benchmarks/detection.py --data ../shared/datasets/bccd --img-size 320 --minutes 15 \
+        --models fast_rcnn,rcnn:crop_size=64 --augment flip --proposal-cache /tmp/ss_cache
+
+Models: ``fast_rcnn`` (Girshick, ICCV 2015), ``rcnn`` (Girshick et al., CVPR 2014) and
+``sliding_window_det`` from the zoo (:mod:`detseg.detection.builders`); each entry
+``NAME[:key=value;key=value]`` is a zoo model with builder options (e.g. ``rcnn:crop_size=64``,
+``fast_rcnn:roi=align``). Every model trains for the same CPU time (``--minutes``: the cosine
+schedule decays over the budget and training stops when it is spent, see
+detseg/engine/schedule.py) and is evaluated on the validation split by the COCO evaluator of
+:mod:`detseg.evaluation` (``mAP50``, ``mAP`` = AP@[.5:.95], VOC AP50 per class).
+``--proposal-cache DIR`` gives R-CNN and Fast R-CNN an on-disk selective-search cache (keyed by
+image content), so each distinct image is searched once, not once per epoch; with augmentation
+every jittered image is new to the cache. ``--train-split`` / ``--val-split`` take a split name or
+an index range ``A:B`` of the data's ``all`` split (:mod:`detseg.data.split`), e.g. raccoon's
+author split ``0:160`` / ``160:200``.
+
+Records: params, CPU ms/image (eval mode, batch 1, ``torch.inference_mode``, on the first
+``--time-images`` val images, proposals included and never served from the cache), mAP50, mAP,
+AP50 per class, training seconds and epochs done -> ``benchmarks/results/detection_<dataset>.json``
+(``--results-dir`` writes elsewhere, e.g. for smoke runs) and docs/BENCHMARKS.md via
+benchmarks/make_docs.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
+
+from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
+
+CACHED = ("rcnn", "fast_rcnn")  # builders with a selective-search proposal_cache option
+
+
+def cpu_ms_per_image(model, dataset, n: int) -> float:
+    """Mean CPU ms of ``model([image])`` over the first ``n`` images of ``dataset``, eval mode,
+    proposals computed afresh (any proposal cache switched off while timing); warm-up untimed."""
+    model = model.to("cpu").eval()
+    gen = getattr(model, "proposal_generator", None)
+    cache = getattr(gen, "cache_dir", None)
+    if cache is not None:
+        gen.cache_dir = None
+    try:
+        images = [dataset[i][0] for i in range(min(n, len(dataset)))]
+        if not images:
+            return float("nan")
+        with torch.inference_mode():
+            model([images[0]])
+            t = time.perf_counter()
+            for image in images:
+                model([image])
+            return (time.perf_counter() - t) / len(images) * 1000
+    finally:
+        if cache is not None:
+            gen.cache_dir = cache
+
+
+def train_budgeted(entry: str, args) -> dict[str, Any]:
+    """Train one detector for at most ``args.minutes`` of training time; its row of the table."""
+    name, opts = parse_entry(entry)
+    if args.proposal_cache and name in CACHED:
+        opts.setdefault("proposal_cache", str(args.proposal_cache))
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
+                          batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
+                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
+                          train_split=args.train_split, val_split=args.val_split, seed=args.seed)
+        trainer = Trainer(cfg)
+        trainer.fit()
+        final = trainer.summary()["final"]
+        n_train = len(trainer.train_set)
+        n_val = len(trainer.val_set) if trainer.val_set is not None else 0
+        params = sum(p.numel() for p in trainer.eval_model.parameters())
+        ms = cpu_ms_per_image(trainer.eval_model, trainer.val_set, args.time_images) if n_val else float("nan")
+    per_class = {k: round(v, 4) for k, v in final.items() if k.startswith("AP50/") and v == v}
+    nan = float("nan")
+    return {"model": entry, "params": params, "cpu_ms_per_image": round(ms, 1),
+            "mAP50": round(final.get("mAP50", nan), 4), "mAP": round(final.get("mAP", nan), 4),
+            "VOC_mAP50": round(final.get("VOC_mAP50", nan), 4),
+            "train_seconds": round(trainer.train_seconds, 1), "epochs_done": final.get("epoch", 0),
+            "train_images": n_train, "val_images": n_val, **per_class}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", default="fast_rcnn,rcnn:crop_size=64")
+    p.add_argument("--img-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=200, help="schedule length (the time budget cuts it)")
+    p.add_argument("--minutes", type=float, default=15.0, help="CPU training budget per model")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--augment", default="flip", help="full | flip | none")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
+    p.add_argument("--train-split", default="train", help="split name or index range A:B")
+    p.add_argument("--val-split", default="val", help="split name or index range A:B")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--proposal-cache", type=Path, default=None, help="selective-search cache folder")
+    p.add_argument("--time-images", type=int, default=10, help="val images timed for cpu_ms_per_image")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--results-dir", type=Path, help="write the JSON here instead of benchmarks/results")
+    args = p.parse_args(argv)
+    if args.results_dir is not None:
+        common.RESULTS = args.results_dir
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = f"detection_{dataset_name(args.data)}"
+    split = f"train {args.train_split}, val {args.val_split}"
+    rows, path = [], None
+    for entry in filter(None, args.models.split(",")):
+        row = train_budgeted(entry, args)
+        record = stamp({"benchmark": name, "dataset": args.data, "split": split, **row,
+                        "budget_minutes": args.minutes, "img_size": args.img_size,
+                        "augment": args.augment, "amp": args.amp}, "torch")
+        path = append_or_replace(name, [record], key=("benchmark", "model", "dataset", "split"))
+        rows.append(record)
+        print({k: v for k, v in row.items() if not k.startswith("AP50/")}, flush=True)
+    if rows:
+        print_rows(rows, ("model", "params", "cpu_ms_per_image", "mAP50", "mAP", "train_seconds",
+                          "epochs_done"))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
