@@ -14,6 +14,11 @@ run with ``detseg demo --compare`` (or ``--only``); the default demo stays under
 report also shows the classic, training-free baseline: mean-shift regions of the validation
 images (``meanshift.png``), each region named by the majority ground-truth class — an upper
 bound, since it reads the labels.
+
+Two panels picture what the numbers summarise: the pose panel (``panel_<model>.png``) draws the
+ground-truth and predicted skeletons of a few validation stick figures with PCK@0.2, and the
+detection panel (``panel_<model>.png``) shows, for a few validation scenes, the first
+selective-search proposals, the final detections (class, score) and the ground truth, with mAP50.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class DemoRecipe:
         return self.name or self.model
 
 
+# Training budgets (minutes) of the pose and detection panels, chosen by the lead's measurement of
+# the whole default demo on the 2-core reference machine (the demo must stay under 10 minutes):
+# change them here only.
+POSE_MINUTES = 1.0
+DETECTION_MINUTES = 1.0
+
 # Budgets measured on the 2-core reference machine (docs/BENCHMARKS.md has the runs): the FCN
 # needs many distinct scenes more than many epochs (n=4000 x 12 epochs plateaus at mIoU 0.83,
 # n=10000 x 5 epochs reaches 0.86 in the same time).
@@ -67,6 +78,18 @@ DEMOS: list[DemoRecipe] = [
                note="the same FCN, max-unpooling with the encoder's pool indices"),
     DemoRecipe("cls_loc", "shapes:size=64,n=4000,n_val=300", epochs=8, img_size=64, batch=32, lr=2e-3,
                note="classification + localization, CE + lambda * smooth L1"),
+    # The better of the two pose methods (benchmarks/pose.py); ``epochs`` only caps the budget.
+    DemoRecipe("pose_heatmap", "shapes:size=64,mode=person,n=4000,n_val=200", epochs=3, img_size=64,
+               batch=32, lr=2e-3, time_limit=POSE_MINUTES,
+               note="simple-baselines pose: deconvolution head, one heatmap per joint"),
+    # RoI pooling has no bfloat16 CPU kernel in torchvision: float32. Selective search dominates
+    # a step at 64 px, so its proposals are cached (run_demo): epochs after the first are cheap.
+    # RoIs are pooled from the stride-8 map (c3): at 64 px the default c4 is 4 x 4 cells
+    # (measured: mAP50 0.30 with c4 vs 0.50 with c3 after ~40 s; fast-mode recall@0.5 is 0.90).
+    DemoRecipe("fast_rcnn", "shapes:size=64,mode=scene,n=600,n_val=100", epochs=8, img_size=64,
+               batch=16, lr=4e-3, amp=False, time_limit=DETECTION_MINUTES,
+               model_opts={"feature": "c3"},
+               note="Fast R-CNN: selective search, RoI pooling, softmax + box regression"),
 ]
 
 
@@ -101,7 +124,8 @@ def run_demo(out: Path, only: list[str] | None = None, scale: float = 1.0,
         print(f"== demo: {r.key} on {r.data} ({r.note})")
         limit = None if r.time_limit is None else r.time_limit * scale
         cfg = TrainConfig(model=r.model, data=r.data, epochs=max(1, round(r.epochs * scale)),
-                          img_size=r.img_size, batch=r.batch, lr=r.lr, model_opts=dict(r.model_opts),
+                          img_size=r.img_size, batch=r.batch, lr=r.lr,
+                          model_opts=_model_opts(r, out),
                           augment=r.augment, amp=r.amp and fast_bf16(), time_limit=limit,
                           out=str(out / "runs"), name=f"demo_{r.name}" if r.name else "demo",
                           device="auto")
@@ -112,6 +136,8 @@ def run_demo(out: Path, only: list[str] | None = None, scale: float = 1.0,
         metrics = {k: final[k] for k in trainer.task.metric_keys if k in final}
         summary[r.key] = {**metrics, "train_seconds": s["train_seconds"]}
         sections.append(_section(r, trainer.task, final, run_dir.relative_to(out), s["train_seconds"]))
+        if trainer.task.name in PANELS:
+            sections.append(PANELS[trainer.task.name](out, r.key, trainer))
         if r.group:
             groups.setdefault(r.group, []).append((r.key, trainer))
     for group, members in groups.items():
@@ -125,6 +151,17 @@ def run_demo(out: Path, only: list[str] | None = None, scale: float = 1.0,
     _print_summary(summary)
     print(f"report: {out / 'report.html'}")
     return summary
+
+
+def _model_opts(r: DemoRecipe, out: Path) -> dict[str, Any]:
+    """The recipe's builder options; a selective-search cache under ``out`` where the model has one
+    (the shapes samples are fixed, so every epoch after the first reads its proposals from disk)."""
+    from detseg.models.zoo import model_options
+
+    opts = dict(r.model_opts)
+    if "proposal_cache" in model_options(r.model) and "proposal_cache" not in opts:
+        opts["proposal_cache"] = str(out / "proposal_cache")
+    return opts
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -217,6 +254,109 @@ def _meanshift_section(out: Path, val) -> str:
      what the regions allow, not a prediction.</p>
   <img src="meanshift.png" alt="mean-shift regions">
 </section>"""
+
+
+PCK_ALPHA = 0.2  # the task's metric, PCK@0.2 (torso-normalised, the LSP convention)
+PROPOSALS_DRAWN = 50  # more outlines would hide a 64 px scene
+DETECTION_SCORE = 0.5  # detections drawn; mAP50 counts every score
+
+
+def _predict(model, image) -> dict[str, Any]:
+    """One image's prediction dict (CPU tensors), without a graph."""
+    import torch
+
+    with torch.no_grad():
+        return model.predict([image])[0].prediction
+
+
+def _pose_section(out: Path, key: str, trainer) -> str:
+    """Ground-truth (top) and predicted (bottom) skeletons of the first val stick figures, each
+    titled with its joints within ``PCK_ALPHA`` torso lengths -> ``panel_<key>.png``."""
+    import numpy as np
+
+    from detseg.evaluation.keypoints import pck_correct
+    from detseg.io import save_png
+    from detseg.visualize import draw_prediction, draw_target, make_grid
+
+    val, model = trainer.val_set, trainer.eval_model
+    classes = list(val.classes)
+    truth, preds, truth_titles, pred_titles = [], [], [], []
+    for i in range(min(N_PICTURED, len(val))):
+        image, target = val[i]
+        pred = _predict(model, image)
+        gt = np.asarray(target["keypoints"], dtype=np.float64)
+        gt = gt.reshape(-1, *gt.shape[-2:])[:1]  # [1, K, 3]: the figure
+        dt = np.asarray(pred["keypoints"], dtype=np.float64).reshape(gt.shape)
+        box = (np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)[:1]
+               if len(target.get("boxes", ())) else np.full((1, 4), np.nan))
+        correct, counted = pck_correct(dt, gt, box, PCK_ALPHA)
+        truth.append(draw_target(image, target, "pose", classes))
+        preds.append(draw_prediction(image, pred, "pose", classes))
+        truth_titles.append("ground truth")
+        pred_titles.append(f"prediction: {int(correct.sum())}/{int(counted.sum())} joints correct")
+    save_png(out / f"panel_{key}.png", make_grid([truth, preds], [truth_titles, pred_titles]))
+    pck = trainer.summary()["final"].get(f"PCK@{PCK_ALPHA:g}", float("nan"))
+    return f"""
+<section>
+  <h2>Pose: {html.escape(key)} on stick figures</h2>
+  <p>PCK@{PCK_ALPHA:g} on the validation figures: <b>{pck:.3f}</b> (a joint is correct within
+     {PCK_ALPHA:g} torso lengths of the truth). Skeletons: the person's right side red, left blue,
+     head and neck yellow; each prediction is titled with its correct joints.</p>
+  <img src="panel_{html.escape(key)}.png" alt="ground-truth and predicted skeletons">
+</section>"""
+
+
+def _proposals(model, image):
+    """A two-stage detector's proposals for one image: ``Tensor[N, 4]`` xyxy in its pixels."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        batch, resized = model.transform([image.to(model.device)])
+        features = model.backbone(batch.tensor) if model.backbone is not None else None
+        props, _ = model.propose([image], resized, features, None, None, batch)
+    (h, w), (oh, ow) = batch.image_sizes[0], batch.original_sizes[0]
+    return props[0].cpu() * torch.tensor([ow / w, oh / h] * 2)
+
+
+def _detection_section(out: Path, key: str, trainer) -> str:
+    """For the first val scenes: the first proposals, the detections and the ground truth ->
+    ``panel_<key>.png``."""
+    from detseg.io import save_png
+    from detseg.visualize import draw_prediction, draw_proposals, draw_target, make_grid
+
+    val, model = trainer.val_set, trainer.eval_model
+    classes = list(val.classes)
+    rows, titles, counts = [], [], []
+    for i in range(min(N_PICTURED, len(val))):
+        image, target = val[i]
+        pred = _predict(model, image)
+        cells = [draw_prediction(image, pred, "detection", classes, score_thresh=DETECTION_SCORE),
+                 draw_target(image, target, "detection", classes)]
+        row_titles = [f"detections (score >= {DETECTION_SCORE:g})", "ground truth"]
+        if hasattr(model, "propose"):  # two-stage: picture the regions the head scored
+            props = _proposals(model, image)
+            counts.append(len(props))
+            cells.insert(0, draw_proposals(image, props, PROPOSALS_DRAWN))
+            shown = f"first {PROPOSALS_DRAWN} of " if len(props) > PROPOSALS_DRAWN else ""
+            row_titles.insert(0, f"{shown}{len(props)} proposals")
+        rows.append(cells)
+        titles.append(row_titles)
+    save_png(out / f"panel_{key}.png", make_grid(rows, titles))
+    final = trainer.summary()["final"]
+    mean_props = f"{sum(counts) / len(counts):.0f} proposals per image on average, " if counts else ""
+    return f"""
+<section>
+  <h2>Detection: {html.escape(key)} on shapes scenes</h2>
+  <p>mAP50 on the validation scenes: <b>{final.get("mAP50", float("nan")):.3f}</b>
+     (COCO mAP {final.get("mAP", float("nan")):.3f}). Pictured: {mean_props}the first
+     {PROPOSALS_DRAWN} drawn (left), the detections scoring at least {DETECTION_SCORE:g} with their
+     class and score (middle), the ground truth (right).</p>
+  <img src="panel_{html.escape(key)}.png" alt="proposals, detections and ground truth">
+</section>"""
+
+
+PANELS = {"pose": _pose_section, "detection": _detection_section}
 
 
 def _page(sections: list[str], seconds: float) -> str:

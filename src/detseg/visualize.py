@@ -7,6 +7,7 @@ Small images are first enlarged by an integer factor (nearest neighbour) to at l
 :data:`MIN_SIDE` pixels on their longer side so that label text stays readable; boxes, masks and
 keypoints are mapped with the same factor. Poses with 14 joints are drawn with the LSP skeleton,
 the person's right side in red, the left in blue, the head and neck in yellow.
+``draw_proposals`` outlines region proposals (thin, unlabelled) for the detection pictures.
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ def draw_target(
 ) -> np.ndarray:
     """The ground truth drawn on ``image`` (same layout as :func:`draw_prediction`, no scores)."""
     return _draw(image, target, task, classes, keypoint_names, with_scores=False)
+
+
+def draw_proposals(image: Tensor, boxes: Tensor, max_boxes: int | None = 50,
+                   width: int = 1) -> np.ndarray:
+    """Region proposals as thin unlabelled outlines on ``image`` -> ``uint8 [H', W', 3]``.
+
+    Args:
+        image: ``Tensor[3, H, W]`` float in [0, 1] (enlarged like :func:`draw_prediction`).
+        boxes: ``Tensor[N, 4]`` xyxy in ``image``'s pixels, in the generator's order.
+        max_boxes: draw only the first this many (None = all); the rest would hide the image.
+        width: line width in pixels of the enlarged picture.
+    """
+    img, f = _enlarged(image)
+    boxes = _as_tensor(boxes).float().reshape(-1, 4)[:max_boxes] * f
+    if len(boxes):
+        # one colour per box, so that overlapping outlines stay apart
+        img = draw_bounding_boxes(img, boxes, colors=palette(len(boxes)), width=width)
+    return img.permute(1, 2, 0).numpy()
 
 
 def make_grid(
@@ -159,6 +178,15 @@ def _draw(image: Tensor, d: dict[str, Any], task: str, classes: Sequence[str],
                                   width=2 if f > 1 else 1, fill_labels=True,
                                   label_colors=(255, 255, 255))
     return img.permute(1, 2, 0).numpy()
+
+
+def _enlarged(image: Tensor) -> tuple[Tensor, int]:
+    """``(uint8 Tensor[3, f*H, f*W], f)``: the nearest-neighbour enlargement :func:`_draw` uses."""
+    img = _to_uint8(image)
+    f = max(1, math.ceil(MIN_SIDE / max(img.shape[-2:])))
+    if f > 1:
+        img = img.repeat_interleave(f, 1).repeat_interleave(f, 2)
+    return img, f
 
 
 def _single_object(p: dict[str, Any]) -> dict[str, Any]:
