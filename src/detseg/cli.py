@@ -72,7 +72,8 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
                    help="continue the newest run of this model/name (or the given run folder / last.pt)")
     t.add_argument("--val-fraction", type=float, default=0.2, help="validation share for data without a split")
     t.add_argument("--train-split", default="train",
-                   help="train | val | all, or an index range A:B of the data's files in order (e.g. 0:900)")
+                   help="train | val | all, an index range A:B of the data's files in order (e.g. 0:900), "
+                        "or a .txt/.csv list of image names (e.g. data/train_labels.csv)")
     t.add_argument("--val-split", default="val", help="like --train-split (e.g. 900:1000)")
     t.add_argument("--format", default=None, help="override the auto-detected data format")
     t.add_argument("--weights", default=None,

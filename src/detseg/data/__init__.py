@@ -213,7 +213,8 @@ def build_dataset(spec: str | Path, split: str = "train", task: str | None = Non
         spec: ``"shapes"`` / ``"shapes:size=128,n=2000"`` (the built-in world) or a path,
             optionally with data options ``PATH:crop=person,...`` (see the module docstring).
         split: ``train``, ``val``, ``test`` (where the data has one), ``all``, or an index range
-            ``"A:B"`` of ``all`` in file order (not for shapes).
+            ``"A:B"`` of ``all`` in file order, or a ``.txt``/``.csv`` list of image names (not for
+            shapes; see :mod:`detseg.data.split`).
         task: serve this task (e.g. ``cls_loc`` crops from detection data); None = native.
         transforms: a callable ``(image, target) -> (image, target)`` applied after loading.
         val_fraction, seed: the hash split for data without a validation split of its own.
@@ -222,14 +223,14 @@ def build_dataset(spec: str | Path, split: str = "train", task: str | None = Non
             square crops centred on each person (overrides the spec's ``crop`` options).
         train: this is a training set: a person crop's jitter applies (else crops are fixed).
     """
-    from detseg.data.split import split_range
+    from detseg.data.split import is_list_split, split_range
 
     rng = split_range(split)
     if is_shapes_spec(spec):
         from detseg.data.shapes import ShapesDataset
 
-        if rng is not None:
-            raise ValueError(f"{spec}: split {split!r}: the shapes world has no index ranges (each "
+        if rng is not None or is_list_split(split):
+            raise ValueError(f"{spec}: split {split!r}: the shapes world has no index ranges or lists (each "
                              "split is its own seed stream); size splits with n= / n_val=")
         if crop is not None:
             raise ValueError(f"{spec}: crop: shapes persons are already centred; no person crops")

@@ -8,8 +8,10 @@ validation is carved out by a hash of each sample's file name: a sample is in ``
 on the listing order of the file system, on which other files exist, or on the training seed; a
 non-zero ``seed`` salts the hash to draw a different (still deterministic) split.
 
-Split names: ``train``, ``val``, ``test`` (only where the data has one) and ``all``, or an index
-range ``"A:B"``: samples ``A .. B-1`` of ``all`` in file order (the order the reader lists the data:
+Split names: ``train``, ``val``, ``test`` (only where the data has one) and ``all``, a list file
+(``.txt``: one name per line; ``.csv``: names in the first column, a header row allowed) naming the
+samples by image file name or stem -- e.g. the raccoon author's ``data/test_labels.csv`` --, or an
+index range ``"A:B"``: samples ``A .. B-1`` of ``all`` in file order (the order the reader lists the data:
 LSP/LSPET by image number, VOC by XML name, COCO by json order, folders by folder then name), e.g.
 LSPET's ``"0:900"`` (im00001-im00900) and ``"900:1000"``. Positions count every sample found on
 disk, before unusable ones are dropped (they are reported as problems), so a broken image never
@@ -20,6 +22,7 @@ stream) and refuses ranges; its ``n``/``n_val`` options size the splits instead.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from pathlib import Path
@@ -32,7 +35,12 @@ from detseg.data.base import DetsegDataset, Transform
 SPLITS = ("train", "val", "test", "all")
 # Names data sets use for the same split (folder names, list files).
 SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
-RANGE_HINT = "a split name (train, val, test, all) or an index range START:STOP such as 0:900"
+RANGE_HINT = ("a split name (train, val, test, all), a list file (.txt or .csv of image names) or an "
+              "index range START:STOP such as 0:900")
+LIST_SUFFIXES = (".txt", ".csv")
+# Suffixes dropped when matching list entries to samples ("raccoon-5.jpg" names sample "raccoon-5").
+NAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".xml",
+                 ".json", ".txt", ".mat"}
 
 
 class SplitError(ValueError):
@@ -46,7 +54,7 @@ def split_range(split: str, field: str = "split") -> tuple[int, int] | None:
     ``"9:3"``, ``"a:b"``, ``"trian"``), so a typo is caught before any file is read.
     """
     text = str(split).strip()
-    if text in SPLITS:
+    if text in SPLITS or is_list_split(text):
         return None
     lo, sep, hi = text.partition(":")
     if not sep:
@@ -62,9 +70,54 @@ def split_range(split: str, field: str = "split") -> tuple[int, int] | None:
 
 
 def check_split(split: str, field: str = "split") -> str:
-    """``split`` itself when it is a split name or a well-formed range; ``ValueError`` otherwise."""
+    """``split`` itself when it is a split name, an existing list file or a well-formed range;
+    :class:`SplitError` (a ``ValueError``) naming ``field`` otherwise."""
     split_range(split, field)
+    if is_list_split(split) and not Path(split).is_file():
+        raise SplitError(f"{field}: split list file {split!r} does not exist")
     return split
+
+
+def is_list_split(split: str) -> bool:
+    """Whether ``split`` names a list file (``.txt`` / ``.csv``) rather than a split or a range."""
+    return str(split).strip().lower().endswith(LIST_SUFFIXES)
+
+
+def sample_name(text: str) -> str:
+    """The name a list entry or a sample key is matched by: its base name, image suffix dropped."""
+    name = text.strip().replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and f".{suffix.lower()}" in NAME_SUFFIXES else name
+
+
+def read_split_list(path: str | Path) -> list[str]:
+    """The entries of a split list: ``.txt`` the first token of each non-empty, non-``#`` line;
+    ``.csv`` the first cell of each row (a header row is dropped by :func:`take_list`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SplitError(f"{path}: cannot read the split list: {e}") from None
+    if path.suffix.lower() == ".csv":
+        return [row[0].strip() for row in csv.reader(text.splitlines()) if row and row[0].strip()]
+    return [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def take_list(keys: list[str], split: str, where: str = "data", field: str = "split") -> list[str]:
+    """The keys (in ``keys``' order) the list file ``split`` names; :class:`SplitError` naming the
+    file and the entries that match no sample (a first row matching nothing is a CSV header)."""
+    entries = [sample_name(e) for e in read_split_list(split)]
+    have = {sample_name(k) for k in keys}
+    if entries and entries[0] not in have and Path(split).suffix.lower() == ".csv":
+        entries = entries[1:]  # the header row ("filename,width,...")
+    missing = [e for e in dict.fromkeys(entries) if e not in have]
+    if missing:
+        raise SplitError(f"{where}: {field} {split}: {len(missing)} listed name(s) match no sample of "
+                         f"the data, e.g. {', '.join(missing[:5])}")
+    if not entries:
+        raise SplitError(f"{where}: {field} {split}: the list names no samples")
+    wanted = set(entries)
+    return [k for k in keys if sample_name(k) in wanted]
 
 
 def take_range(keys: list[str], split: str, where: str = "data", field: str = "split") -> list[str]:
@@ -146,6 +199,7 @@ class SplitReader(DetsegDataset):
                  seed: int = 0, transforms: Transform | None = None):
         super().__init__(transforms)
         self.range = split_range(split)  # (A, B) for an index-range split, else None
+        self.list_file = str(split) if is_list_split(split) else None
         self.root = str(root)
         self.name = Path(root).name if Path(root).is_dir() else Path(root).stem
         self.split = split
@@ -160,8 +214,8 @@ class SplitReader(DetsegDataset):
 
     @property
     def base_split(self) -> str:
-        """The named split the reader must load: ``all`` for an index range, else ``split``."""
-        return "all" if self.range is not None else self.split
+        """The named split the reader must load: ``all`` for a range or a list, else ``split``."""
+        return "all" if self.range is not None or self.list_file else self.split
 
     def __len__(self) -> int:
         return len(self.files)
@@ -169,9 +223,12 @@ class SplitReader(DetsegDataset):
     def select(self, keys: list[str], own: dict[str, list[str]] | None = None) -> list[str]:
         """The keys of ``self.split`` (raises ``ValueError`` naming the splits the data has).
 
-        An index range ``"A:B"`` takes ``keys[A:B]``: ``keys`` is ``all`` in the reader's order.
+        An index range ``"A:B"`` takes ``keys[A:B]``: ``keys`` is ``all`` in the reader's order; a
+        list file takes the keys it names.
         """
         self.split_keys, self.split_source = resolve_splits(keys, own, self.val_fraction, self.seed)
+        if self.list_file:
+            return take_list(self.split_keys["all"], self.list_file, self.root)
         if self.range is not None:
             return take_range(self.split_keys["all"], self.split, self.root)
         if self.split not in self.split_keys:
