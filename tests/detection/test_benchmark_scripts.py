@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    path = BENCH / f"{name}.py"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    sys.path.insert(0, str(BENCH))  # the scripts import their sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
+from tests.benchmark_scripts import load_benchmark as _load
 
 
 def test_make_docs_prefix_intros(tmp_path):
