@@ -99,7 +99,8 @@ def train_budgeted(entry: str, args) -> dict[str, Any]:
         cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
                           batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
                           quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
-                          train_split=args.train_split, val_split=args.val_split, seed=args.seed)
+                          train_split=args.train_split, val_split=args.val_split, seed=args.seed,
+                          val_every=args.val_every)
         trainer = Trainer(cfg)
         warm_s, warmed = (warm_proposal_cache(trainer.eval_model, (trainer.train_set, trainer.val_set))
                           if args.warm_cache else (0.0, 0))
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=200, help="schedule length (the time budget cuts it)")
     p.add_argument("--minutes", type=float, default=15.0, help="CPU training budget per model")
+    p.add_argument("--val-every", type=int, default=1, metavar="N",
+                   help="validate every N epochs (the final epoch always is; the table uses it)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--augment", default="flip", help="full | flip | none")

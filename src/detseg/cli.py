@@ -87,6 +87,9 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, repeatable (listed below)")
     t.add_argument("--samples", type=int, default=8, help="validation images drawn in samples.png")
+    t.add_argument("--val-every", type=int, default=1, metavar="N",
+                   help="validate every N epochs (and after the last epoch); for models whose "
+                        "validation costs more than an epoch of training, e.g. rcnn")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -199,6 +202,7 @@ def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
         format=args.format,
         weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
+        val_every=args.val_every,
     )
 
 

@@ -153,3 +153,22 @@ def test_channels_last_trains_and_checkpoints(tmp_path):
     run = trainer.fit()
     model = load_model(run / "last.pt")  # loads into an ordinary (NCHW) model
     assert model.predict([torch.rand(3, 32, 40)])[0].prediction["sem_seg"].shape == (32, 40)
+
+
+def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, epochs=5, val_every=2))
+    run = trainer.fit()
+    validated = [r["epoch"] for r in trainer.history if "mIoU" in r]
+    assert validated == [2, 4, 5]  # every 2nd epoch, and always the last one
+    assert all("train/loss" in r for r in trainer.history)
+    assert trainer.best_epoch in validated  # best.pt is chosen among validated epochs only
+    assert load_checkpoint(run / "best.pt")["epoch"] in validated
+    assert load_checkpoint(run / "last.pt")["epoch"] == 5
+    assert (run / "curves.png").is_file() and (run / "samples.png").is_file()
+
+
+def test_val_every_cli_flag(tmp_path):
+    from detseg.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "fcn", "--val-every", "3"])
+    assert _train_config(args).val_every == 3

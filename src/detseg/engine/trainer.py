@@ -64,6 +64,7 @@ class TrainConfig:
     model_opts: dict[str, Any] = field(default_factory=dict)
     samples: int = 8
     quiet: bool = False
+    val_every: int = 1  # validate every N epochs (and always after the last one)
 
 
 def seed_everything(seed: int) -> None:
@@ -168,6 +169,7 @@ class Trainer:
         self.start_epoch, self.history = 0, []
         self.best_metric, self.best_epoch = -math.inf, 0
         self.train_seconds = 0.0
+        self.validated = False  # whether the epoch just ended was validated (hooks read it)
         if resume_state is not None:
             self._load_training_state(resume_state)
         self.hooks = hooks if hooks is not None else default_hooks(cfg)
@@ -217,6 +219,8 @@ class Trainer:
         self.train_seconds = float(s.get("train_seconds", 0.0))
 
     def update_best(self, record: dict[str, Any]) -> bool:
+        if self.val_set is not None and not self.validated:
+            return False  # an epoch skipped by --val-every has no validation figure to compare
         value = _main_value(record, self.task)
         if value > self.best_metric or self.best_epoch == 0:
             self.best_metric, self.best_epoch = value, record["epoch"]
@@ -255,8 +259,12 @@ class Trainer:
             self.train_seconds += time.perf_counter() - t0
             record: dict[str, Any] = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in train_losses.items()}}
             record["lr"] = self.optimizer.param_groups[0]["lr"]
+            last = (epoch + 1 == self.cfg.epochs
+                    or (limit is not None and self._spent >= 1.0))
+            self.validated = self.val_set is not None and (
+                last or self.cfg.val_every <= 1 or (epoch + 1) % self.cfg.val_every == 0)
             if main:
-                if self.val_set is not None:
+                if self.validated:
                     metrics, losses = evaluate(self.eval_model, self.val_set, self.task,
                                                batch=self.cfg.batch, device=self.device,
                                                quiet=self.cfg.quiet, desc="val")
