@@ -63,10 +63,10 @@ INTROS: dict[str, str] = {
         "jitter + colour augmentation, bf16 autocast, median-frequency class weights (as SegNet "
         "on CamVid), mIoU on val at the labels' original resolution. `unet_smp` is the peer: "
         "segmentation_models_pytorch's Unet with a resnet18 encoder, random init, trained by the "
-        "same loop and loss. In this budget the peer is ahead (mIoU 0.478 vs 0.452 for detseg's "
-        "`fcn` on alexnet_small): with 4x the GFLOPs it still ran as many epochs, so detseg's "
-        "full-resolution decoder levels cost more CPU time than their FLOPs say -- the next "
-        "step is profiling them and the `fcn:backbone=resnet18` variant."
+        "same loop and loss. Both rows come from one invocation with nothing else on the CPU: "
+        "detseg's `fcn` (alexnet_small encoder, 1.05 GFLOPs) runs 47 epochs in the budget, the "
+        "peer (4.1 GFLOPs) 26, and fcn ends ahead, mIoU 0.504 vs 0.474. (An earlier fcn row, "
+        "0.452 after 25 epochs, had shared the CPU with test runs and is replaced.)"
     ),
     "postprocess_camvid": (
         "Post-processing and classic baselines on CamVid val (101 frames, 11 classes, void "
