@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,6 @@ def pregenerate(dataset) -> float:
     """Draw every sample of a synthetic dataset that caches what it generates (the shapes world)
     before the clock starts, as if it had been rendered to disk beforehand; seconds spent. A
     dataset read from disk is left alone (it pays its reading every epoch, inside the budget)."""
-    import time
-
     if not getattr(dataset, "cache", False) or not hasattr(dataset, "load"):
         return 0.0
     t = time.perf_counter()

@@ -80,7 +80,7 @@ class SamplesDrawer(Hook):
         self.n = n
 
     def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        if trainer.val_set is None or not getattr(trainer, "validated", True):
+        if not trainer.validated:  # no val set, or an epoch skipped by --val-every
             return
         grid = draw_samples(trainer.eval_model, trainer.val_set, trainer.task, self.n)
         save_png(trainer.run_dir / "samples.png", grid)
