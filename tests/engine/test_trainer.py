@@ -172,3 +172,8 @@ def test_val_every_cli_flag(tmp_path):
 
     args = build_parser().parse_args(["train", "fcn", "--val-every", "3"])
     assert _train_config(args).val_every == 3
+
+
+def test_val_every_below_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="val_every: must be >= 1"):
+        Trainer(tiny_cfg(tmp_path, val_every=0))

@@ -104,6 +104,8 @@ class Trainer:
         from detseg.models.zoo import ZOO, build_model
         from detseg.tasks import get_task
 
+        if cfg.val_every < 1:
+            raise ValueError(f"val_every: must be >= 1 (validate every N epochs), got {cfg.val_every}")
         self.device = dist_utils.init_distributed(cfg.device)
         resume_state = None
         if cfg.resume:
@@ -262,7 +264,7 @@ class Trainer:
             last = (epoch + 1 == self.cfg.epochs
                     or (limit is not None and self._spent >= 1.0))
             self.validated = self.val_set is not None and (
-                last or self.cfg.val_every <= 1 or (epoch + 1) % self.cfg.val_every == 0)
+                last or (epoch + 1) % self.cfg.val_every == 0)
             if main:
                 if self.validated:
                     metrics, losses = evaluate(self.eval_model, self.val_set, self.task,
