@@ -4,6 +4,7 @@
     detseg train MODEL --data DATA [--epochs N] [--img-size S] [-o KEY=VALUE ...] [--resume]
     detseg sweep MODEL --data DATA --param NAME --values V1,V2,... [--metric KEY] [train options]
     detseg eval CHECKPOINT --data DATA [--split val] [--json FILE]
+    detseg svm CHECKPOINT --data DATA          (R-CNN's per-class SVMs, hard-negative mined)
     detseg predict CHECKPOINT INPUT... --out DIR
     detseg demo [--out DIR]
     detseg data check PATH
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     from detseg.detection import cli as detection_cli
 
     detection_cli.add_parser(sub)
+    detection_cli.add_svm_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -333,6 +335,12 @@ def cmd_proposals(args) -> int:
     return run(args)
 
 
+def cmd_svm(args) -> int:
+    from detseg.detection.cli import run_svm
+
+    return run_svm(args)
+
+
 def format_table(header: list[str], rows: list[tuple]) -> str:
     cols = [header, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
@@ -344,7 +352,7 @@ def format_table(header: list[str], rows: list[tuple]) -> str:
 COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval,
             "predict": cmd_predict,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": cmd_segment_meanshift,
-            "proposals": cmd_proposals}
+            "proposals": cmd_proposals, "svm": cmd_svm}
 
 
 def main(argv: list[str] | None = None) -> int:

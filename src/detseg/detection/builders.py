@@ -8,10 +8,10 @@
   regression. Training labels by IoU: ``>= 0.5`` object, ``[0.1, 0.5)`` background (the brief's
   band; the paper's fine-tuning used every ``< 0.5`` region as background), mini-batches of 128
   regions per image with 32 objects and 96 background (sec. 2.3). Differences from the paper: the
-  softmax is the classifier (the post-hoc linear SVMs with hard-negative mining are not
-  implemented: the paper's own appendix B notes the softmax costs 1-3 mAP points, and Fast R-CNN
-  dropped the SVMs), and the box regressor is trained jointly instead of as ridge regression
-  on pool5 features.
+  softmax is the classifier during training; the paper's post-hoc per-class linear SVMs on the
+  fc7 features, with hard-negative mining, are a second stage (:mod:`detseg.detection.svm`,
+  ``detseg svm``) that the head then scores with (``scorer``). The box regressor is trained
+  jointly instead of as ridge regression on pool5 features.
 - :func:`build_fast_rcnn` -- Girshick, "Fast R-CNN", ICCV 2015 (https://arxiv.org/abs/1504.08083):
   the backbone once per image, truncated at ``feature`` (VGG16's conv5_3 at stride 16 by default:
   ``c4``), RoI pooling of each proposal, two FC layers, softmax + class-specific regressors,
@@ -126,12 +126,13 @@ def _crop_detector(classes: list[str], img_size: int, crop_size: int, context_pa
                    backbone: str, weights: str | None, backbone_width: int | None,
                    proposal_gen: nn.Module, hidden: int, fc_layers: int, dropout: float,
                    box_regression: bool, matcher: Matcher, sampler: BalancedSampler,
-                   **post: Any) -> TwoStageDetector:
+                   svm: bool = False, scorer: str = "auto", **post: Any) -> TwoStageDetector:
     """Warped image crops -> CNN -> box head: R-CNN and the sliding-window detector."""
     roi = WarpCrops(_backbone(backbone, weights, backbone_width), crop_size=crop_size,
                     context_pad=context_pad)
     c, h, w = roi.out_shape
-    head = BoxHead(c * h * w, len(classes), (hidden,) * fc_layers, dropout, box_regression)
+    head = BoxHead(c * h * w, len(classes), (hidden,) * fc_layers, dropout, box_regression,
+                   svm=svm, scorer=scorer)
     return TwoStageDetector(classes, None, proposal_gen, roi, head, img_size, matcher=matcher,
                             sampler=sampler, **post)
 
@@ -180,18 +181,22 @@ def build_rcnn(classes: list[str], img_size: int = 128, crop_size: int = 112,
                num_proposals: int | None = 2000, proposal_cache: str | None = None,
                hidden: int = 256, fc_layers: int = 2, dropout: float = 0.0,
                rois_per_image: int = 128, positive_fraction: float = 0.25, fg_iou: float = 0.5,
-               bg_iou_low: float = 0.1, box_regression: bool = True, score_thresh: float = 0.05,
-               nms_thresh: float = 0.3, detections_per_img: int = 100) -> TwoStageDetector:
+               bg_iou_low: float = 0.1, box_regression: bool = True, scorer: str = "auto",
+               score_thresh: float = 0.05, nms_thresh: float = 0.3,
+               detections_per_img: int = 100) -> TwoStageDetector:
     """R-CNN (module docstring): warped crops -> CNN -> softmax over C+1 + box regression.
 
     Args as :func:`build_fast_rcnn`, plus ``crop_size`` (the warped square, 227 in the paper),
-    ``context_pad`` (pixels of context in the crop, 16 at 227 in the paper) and ``box_regression``.
+    ``context_pad`` (pixels of context in the crop, 16 at 227 in the paper), ``box_regression``
+    and ``scorer``: ``"auto"`` scores with the per-class SVMs once ``detseg svm`` has fitted them
+    (until then the softmax), ``"softmax"`` or ``"svm"`` force one -- an override that keeps the
+    weights, so one checkpoint compares both (``detseg eval CKPT -o scorer=softmax``).
     Defaults follow the paper: 128 regions per image, 32 objects / 96 background, NMS at 0.3.
     """
     return _crop_detector(classes, img_size, crop_size, context_pad, backbone, weights,
                           backbone_width, build_proposals(proposals, num_proposals, proposal_cache),
                           hidden, fc_layers, dropout, box_regression, _matcher(fg_iou, bg_iou_low),
-                          BalancedSampler(rois_per_image, positive_fraction),
+                          BalancedSampler(rois_per_image, positive_fraction), svm=True, scorer=scorer,
                           score_thresh=score_thresh, nms_thresh=nms_thresh,
                           detections_per_img=detections_per_img)
 

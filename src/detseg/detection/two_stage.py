@@ -44,7 +44,8 @@ class TwoStageDetector(DetsegModel):
             the :class:`~detseg.detection.roi.WarpCrops` extractor).
         proposal_generator: ``(images, features, targets) -> (list[Tensor[N, 4]], losses)``.
         roi_extractor: ``(features, image tensor, proposals) -> Tensor[R, ...]``.
-        box_head: ``Tensor[R, ...] -> (logits [R, C+1], deltas [R, 4C] or None)``.
+        box_head: ``Tensor[R, ...] -> (logits [R, C+1], deltas [R, 4C] or None)``; at inference
+            its ``predict`` (if any) gives the per-class scores (R-CNN's SVMs, :meth:`score_regions`).
         img_size: the longer side of the resized image (aspect kept).
         matcher, sampler, box_coder: training parts (defaults: Fast R-CNN's ``>= 0.5`` object,
             ``[0.1, 0.5)`` background; 64 RoIs per image, 25 % foreground; weights 10, 10, 5, 5).
@@ -113,8 +114,8 @@ class TwoStageDetector(DetsegModel):
             out.losses = {**prop_losses, **self.box_loss(logits, deltas, labels, reg)}
         if with_predictions or not self.training:
             with torch.no_grad():  # predictions carry no gradient: R-CNN's 2000 crops need no graph
-                logits, deltas = self.box_head(self.roi_extractor(features, batch.tensor, proposals))
-            out.predictions = self.postprocess(logits, deltas, proposals, batch)
+                scores, deltas = self.score_regions(self.roi_extractor(features, batch.tensor, proposals))
+            out.predictions = self.postprocess(scores, deltas, proposals, batch)
         return out
 
     def propose(self, images: list[Tensor], resized: list[Tensor], features: dict[str, Tensor] | None,
@@ -172,20 +173,31 @@ class TwoStageDetector(DetsegModel):
         return losses
 
     # -- inference -----------------------------------------------------------------------------
-    def postprocess(self, logits: Tensor, deltas: Tensor | None, proposals: list[Tensor],
+    def score_regions(self, roi_features: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(scores Tensor[R, C] per foreground class, deltas)``: the box head's ``predict``
+        (softmax, or R-CNN's SVMs), or the softmax of a plain ``(logits, deltas)`` head."""
+        if hasattr(self.box_head, "predict"):
+            return self.box_head.predict(roi_features)
+        logits, deltas = self.box_head(roi_features)
+        return logits.float().softmax(-1)[:, 1:], deltas
+
+    def postprocess(self, scores: Tensor, deltas: Tensor | None, proposals: list[Tensor],
                     batch: ImageBatch) -> list[dict[str, Tensor]]:
-        """Per image: ``boxes`` xyxy original pixels, ``labels`` 1..C, ``scores``, best first."""
+        """Per image: ``boxes`` xyxy original pixels, ``labels`` 1..C, ``scores``, best first.
+
+        ``scores`` is ``Tensor[R, C]``, one column per foreground class (:meth:`score_regions`).
+        """
         c = self.num_classes
         counts = [len(p) for p in proposals]
         per_image = deltas.split(counts) if deltas is not None else [None] * len(counts)
         preds = []
-        for lg, dl, props, (h, w), (oh, ow) in zip(logits.split(counts), per_image, proposals,
+        for sc, dl, props, (h, w), (oh, ow) in zip(scores.split(counts), per_image, proposals,
                                                    batch.image_sizes, batch.original_sizes):
             boxes = (self.box_coder.decode(dl, props).view(-1, c, 4) if dl is not None
                      else props[:, None].expand(-1, c, 4))
             boxes = clip_boxes_to_image(boxes, (h, w)).reshape(-1, 4)
-            scores = lg.softmax(-1)[:, 1:].reshape(-1)
-            labels = torch.arange(1, c + 1, device=lg.device).repeat(len(props))
+            scores = sc.reshape(-1)
+            labels = torch.arange(1, c + 1, device=sc.device).repeat(len(props))
             keep = torch.nonzero(scores > self.score_thresh).flatten()
             keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
             keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], self.nms_thresh)]
