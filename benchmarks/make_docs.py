@@ -157,7 +157,11 @@ PREFIX_INTROS: dict[str, str] = {
         "the budget and training stops when it is spent) and evaluated on the validation split "
         "(`split`) by the COCO evaluator: `mAP50`, `mAP` (AP@[.5:.95]), VOC AP50 overall and per "
         "class (`AP50/<class>`). `cpu_ms_per_image`: eval mode, batch 1, on val images, proposals "
-        "included and computed afresh. The model column holds the zoo name and builder options."
+        "included and computed afresh. The model column holds the zoo name and builder options. "
+        "A `+svm` row (`--svm`) is the R-CNN above it after its second stage, R-CNN's per-class "
+        "linear SVMs on fc7 features with hard-negative mining (`detseg svm`, C = `svm_C`, fitted "
+        "in `svm_seconds` on the train split); `softmax_mAP50`/`softmax_mAP` repeat that network's "
+        "softmax scores, so the two scorings of one network sit in one row."
     ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
