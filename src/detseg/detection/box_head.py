@@ -83,9 +83,9 @@ class BoxHead(nn.Module):
 
     def uses_svm(self) -> bool:
         """Whether :meth:`predict` scores with the SVMs (``scorer`` and whether they are fitted)."""
+        if self.scorer == "svm" and not self.has_svm:
+            raise ValueError("box head: scorer='svm' but this head has no SVMs (build it with svm=True)")
         if self.scorer == "softmax" or not self.has_svm:
-            if self.scorer == "svm":
-                raise ValueError("box head: scorer='svm' but this head has no SVMs (build it with svm=True)")
             return False
         fitted = bool(self.svm_fitted)
         if self.scorer == "svm" and not fitted:

@@ -116,11 +116,11 @@ def run_svm(args: argparse.Namespace) -> int:
     from detseg.io import write_json
 
     state = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(state, scorer="auto") if state.get("builder") == "rcnn" else None
-    if model is None:
+    if state.get("builder") != "rcnn":
         raise ValueError(f"{args.checkpoint}: svm: the SVM stage is R-CNN's; this checkpoint is a "
                          f"{state.get('builder')!r} model (train one with `detseg train rcnn`)")
-    model = model.to(resolve_device(args.device)).eval()
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(state, scorer="auto").to(device).eval()
     train = build_dataset(args.data, split=args.train_split, task="detection",
                           val_fraction=args.val_fraction, format=args.format)
     check_classes(model, train, "detection")
@@ -140,10 +140,10 @@ def run_svm(args: argparse.Namespace) -> int:
                               "mining_seconds": report.mining_seconds}
     if args.val_split.lower() != "none":
         rows = []
-        for scorer in ("softmax", "svm"):
-            m = evaluate(out, args.data, split=args.val_split, batch=args.batch, device=args.device,
-                         val_fraction=args.val_fraction, format=args.format, quiet=False,
-                         options={"scorer": scorer})
+        for scorer in ("softmax", "svm"):  # one network in memory, scored both ways
+            model.box_head.scorer = scorer
+            m = evaluate(model, args.data, split=args.val_split, batch=args.batch, device=device,
+                         val_fraction=args.val_fraction, format=args.format, quiet=False)
             rows.append((scorer, f"{m['mAP50']:.3f}", f"{m['mAP']:.3f}"))
             result.update({f"{scorer}_mAP50": m["mAP50"], f"{scorer}_mAP": m["mAP"]})
         print(f"\n{args.data} ({args.val_split}):")

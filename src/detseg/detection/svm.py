@@ -218,16 +218,15 @@ def collect_features(model, dataset, cache_dir: str | Path | None = None, limit:
 # ----------------------------------------------------------------------------- mining + fit
 def _fit_linear_svm(pos: np.ndarray, neg: np.ndarray, cfg: SVMConfig) -> tuple[np.ndarray, float, float]:
     """``(w [D], b, training accuracy)`` of liblinear's hinge-loss SVM, positives weighted."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
     x = np.concatenate([pos, neg])
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
     svc = LinearSVC(C=cfg.C, loss="hinge", dual=True, class_weight={1: cfg.pos_weight, -1: 1.0},
                     intercept_scaling=cfg.bias_scale, max_iter=cfg.max_iter)
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
     with warnings.catch_warnings():  # liblinear's dual solver is slow to reach tol; the fit is usable
         warnings.simplefilter("ignore", ConvergenceWarning)
         svc.fit(x, y)
