@@ -34,7 +34,7 @@ import torch
 from common import append_or_replace, print_rows, stamp
 
 from detseg.evaluation import build_evaluator
-from detseg.evaluation.coco import (STAT_KEYS, coco_detections, coco_ground_truth, make_record,
+from detseg.evaluation.coco_api import (STAT_KEYS, coco_detections, coco_ground_truth, make_record,
                                     run_cocoeval)
 from detseg.evaluation.keypoints import default_sigmas
 from detseg.evaluation.reference import pycocotools_encoder, pycocotools_stats

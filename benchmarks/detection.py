@@ -8,7 +8,7 @@
         --models fast_rcnn,rcnn:crop_size=64 --augment flip --proposal-cache /tmp/ss_cache
 
 Models: ``fast_rcnn`` (Girshick, ICCV 2015), ``rcnn`` (Girshick et al., CVPR 2014) and
-``sliding_window_det`` from the zoo (:mod:`detseg.detection.builders`); each entry
+``sliding_window_det`` from the zoo (:mod:`detseg.models.detection.builders`); each entry
 ``NAME[:key=value;key=value]`` is a zoo model with builder options (e.g. ``rcnn:crop_size=64``,
 ``fast_rcnn:roi=align``). Every model trains for the same CPU time (``--minutes``: the cosine
 schedule decays over the budget and training stops when it is spent, see
@@ -22,7 +22,7 @@ offline: the budget then pays for learning, not for the search (the time is reco
 ``--train-split`` / ``--val-split`` take a split name, an index range ``A:B`` of the data's
 ``all`` split or a ``.txt``/``.csv`` list of image names (:mod:`detseg.data.split`).
 ``--svm``: after an ``rcnn`` entry trains, R-CNN's per-class SVMs are fitted on the un-augmented
-train split with hard-negative mining (:mod:`detseg.detection.svm`, the paper's settings) and a
+train split with hard-negative mining (:mod:`detseg.models.detection.svm`, the paper's settings) and a
 second row ``<entry>+svm`` records the same network scored by the SVMs (fit time apart).
 
 Records: params, CPU ms/image (eval mode, batch 1, ``torch.inference_mode``, on the first
@@ -138,7 +138,7 @@ def _row(entry: str, metrics: dict[str, Any], params: int, ms: float, train_s: f
 def svm_row(entry: str, trainer: Trainer, row: dict[str, Any], args) -> dict[str, Any]:
     """Fit R-CNN's SVMs on the trained network (un-augmented train split); the ``+svm`` row."""
     from detseg.data import build_dataset
-    from detseg.detection.svm import SVMConfig, fit_svms, report_table
+    from detseg.models.detection.svm import SVMConfig, fit_svms, report_table
     from detseg.engine.evaluate import evaluate
 
     model = trainer.eval_model

@@ -7,7 +7,7 @@
 
 The measures of Uijlings et al., "Selective Search for Object Recognition" (IJCV 2013, sec. 5.1)
 and Hosang et al., "What makes for effective detection proposals?" (TPAMI 2016), computed by
-:mod:`detseg.detection.proposal_eval` (the ``detseg proposals eval`` verb): recall of the
+:mod:`detseg.evaluation.proposals` (the ``detseg proposals eval`` verb): recall of the
 ground-truth boxes at 100/500/1000/2000 proposals for IoU 0.5 and 0.7, MABO (mean over classes of
 the average best overlap with all proposals), the mean number of proposals per image and seconds
 per image: the wall clock of the generator call on the image as the dataset serves it (decoding
@@ -18,9 +18,9 @@ proposals in ~2 s; counts and times grow with the pixel count.
 
 Each ``--methods`` entry is ``NAME[:key=value;key=value]`` (quote the list in a shell: ``;``):
 ``sliding_window`` (options: ``scales``, ``aspect_ratios``, ``stride_fraction`` of
-:class:`~detseg.detection.proposals.SlidingWindowProposals`), ``selective_search_fast`` /
+:class:`~detseg.models.detection.proposals.SlidingWindowProposals`), ``selective_search_fast`` /
 ``selective_search_quality`` (options: ``max_side``, ``max_aspect``, ``seed`` of
-:class:`~detseg.detection.proposals.SelectiveSearchProposals`, and for the fast mode OpenCV's
+:class:`~detseg.models.detection.proposals.SelectiveSearchProposals`, and for the fast mode OpenCV's
 ``switchToSelectiveSearchFast(base_k, inc_k, sigma)`` -- 150, 150, 0.8 by default: the graph
 segmentations run at k = base_k, base_k + inc_k, base_k + 2 inc_k; a smaller k gives more initial
 regions and so more proposals), or ``precomputed:PATH``. ``--max-proposals`` (2000) caps every
@@ -46,15 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
 
-from detseg.detection.proposal_eval import RECALL_AT, RECALL_IOUS, evaluate_proposals  # noqa: E402
-from detseg.detection.proposals import SelectiveSearchProposals, SlidingWindowProposals  # noqa: E402
+from detseg.evaluation.proposals import RECALL_AT, RECALL_IOUS, evaluate_proposals  # noqa: E402
+from detseg.models.detection.proposals import SelectiveSearchProposals, SlidingWindowProposals  # noqa: E402
 
 FAST_KEYS = ("base_k", "inc_k", "sigma")
 
 
 def build_method(entry: str, max_proposals: int | None):
     """The proposal generator of one ``--methods`` entry (module docstring)."""
-    from detseg.detection.cli import build_generator
+    from detseg.cli.detection import build_generator
 
     name, opts = parse_entry(entry)
     if not opts:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import append_or_replace, parse_entry, print_rows, stamp  # noqa: E402
 
-from detseg.detection.proposals import ProposalGenerator, SelectiveSearchProposals  # noqa: E402
+from detseg.models.detection.proposals import ProposalGenerator, SelectiveSearchProposals  # noqa: E402
 
 MODELS = ("sliding_window_det", "rcnn", "fast_rcnn")
 PAPER_ROWS = (

@@ -115,7 +115,7 @@ def build_unet_smp(classes, img_size: int = 128, class_weights: list[float] | No
         import segmentation_models_pytorch as smp
     except ImportError:
         raise SystemExit("unet_smp needs `pip install segmentation-models-pytorch`") from None
-    from detseg.models.semantic import SemanticLoss, SemanticModel
+    from detseg.models.segmentation.semantic import SemanticLoss, SemanticModel
 
     class SmpNet(torch.nn.Module):
         stride = 32

@@ -11,7 +11,7 @@ briefly trained on the split's images with ``--train-steps`` Adam steps so the l
 arbitrary) predicts the image twice per round, interleaved:
 
 - ``mode=window``: all 128 * 128 windows extracted (a strided view), classified in chunks of
-  4096, each score written at its window's centre (:func:`detseg.models.sliding_window.window_logits`);
+  4096, each score written at its window's centre (:func:`detseg.models.segmentation.sliding_window.window_logits`);
 - ``mode=fcn``: the convolutionalized network, one pass over the padded image.
 
 Both time the whole ``model([image])`` call a user pays (preprocessing and postprocessing
@@ -34,7 +34,7 @@ import torch
 from common import append_or_replace, print_rows, stamp
 
 from detseg.data import build_dataset
-from detseg.models.sliding_window import build_sliding_window_seg
+from detseg.models.segmentation.sliding_window import build_sliding_window_seg
 
 SPEC = "shapes:size=128,n=4"
 

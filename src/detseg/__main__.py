@@ -1,7 +1,8 @@
-"""``python -m detseg`` (and ``torchrun ... -m detseg train ...``) runs the CLI."""
+"""``python -m detseg`` (and ``torchrun ... -m detseg train ...``) runs the CLI; this entry point sits above it."""
 
 import sys
 
-from detseg.cli import main
+from detseg import cli
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(cli.main())

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from detseg.io import write_json, write_text
+from detseg.tables import format_table
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,6 @@ def _model_opts(r: DemoRecipe, out: Path) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from detseg.cli import format_table
 
     rows = []
     for model, m in summary.items():

@@ -1,6 +1,7 @@
-"""Atomic file writes: every file detseg writes goes to a temporary name first, then is renamed.
+"""Files in and out: atomic writes, and the image files an input list names.
 
-A run killed at any moment leaves either the old file or the new one, never half of one.
+Every file detseg writes goes to a temporary name first, then is renamed: a run killed at any
+moment leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,28 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files and folders (searched recursively for :data:`IMAGE_EXTS`) -> a list of image paths.
+
+    A path that does not exist is a ``FileNotFoundError`` naming it; no image at all, a ``ValueError``.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: input: no such file or folder")
+    if not files:
+        raise ValueError(f"no images found in {' '.join(inputs)}")
+    return files
 
 
 @contextmanager

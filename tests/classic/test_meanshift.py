@@ -11,14 +11,13 @@ from PIL import Image
 pytest.importorskip("sklearn")
 
 from detseg.classic.meanshift import (  # noqa: E402
-    add_parser,
     draw_regions,
     evaluate_meanshift,
     majority_label_map,
     meanshift_segment,
     rgb_to_lab,
-    run,
 )
+from detseg.cli.classic import add_parser, run  # noqa: E402
 from detseg.structures import IGNORE_INDEX  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def test_overlapping_ranges_warn(tmp_path):
 
 
 def test_cli_train_split_flag():
-    from detseg.cli import _train_config, build_parser
+    from detseg.cli.main import _train_config, build_parser
 
     args = build_parser().parse_args(["train", "pose_regression", "--data", "x",
                                       "--train-split", "0:900", "--val-split", "900:1000"])

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -168,7 +167,7 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
 
 
 def test_val_every_cli_flag(tmp_path):
-    from detseg.cli import _train_config, build_parser
+    from detseg.cli.main import _train_config, build_parser
 
     args = build_parser().parse_args(["train", "fcn", "--val-every", "3"])
     assert _train_config(args).val_every == 3

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detseg.evaluation import BOX_STATS, KP_STATS, MASK_STATS, build_evaluator
-from detseg.evaluation.coco import coco_detections, coco_ground_truth, make_record
+from detseg.evaluation.coco_api import coco_detections, coco_ground_truth, make_record
 from detseg.evaluation.synthetic import make_case
 
 
@@ -131,7 +131,7 @@ def test_table_lists_every_class():
 def test_vectorised_oks_equals_faster_coco_eval_loop():
     from faster_coco_eval import COCO, COCOeval_faster
 
-    from detseg.evaluation.coco import _cocoeval_class
+    from detseg.evaluation.coco_api import _cocoeval_class
     from detseg.evaluation.keypoints import default_sigmas
 
     preds, targets, classes = make_case(40, seed=8, keypoints=14, num_classes=2)

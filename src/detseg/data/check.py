@@ -165,7 +165,7 @@ def format_report(report: dict[str, Any]) -> str:
 def _objects_lines(report: dict[str, Any]) -> list[str]:
     per = report["objects_per_class"]
     if report["n_objects"] is None:
-        return [f"pixels    " + ", ".join(f"{c} {v:.3f}" for c, v in per.items())] if per else []
+        return ["pixels    " + ", ".join(f"{c} {v:.3f}" for c, v in per.items())] if per else []
     dropped = (report["n_objects_in_files"] or 0) - report["n_objects"] - report.get("n_crowd", 0)
     note = f" ({report['n_objects_in_files']} in the files, {dropped} dropped: see problems)" if dropped > 0 else ""
     return [f"objects   {report['n_objects']}{note}: " + ", ".join(f"{c} {n}" for c, n in per.items())]

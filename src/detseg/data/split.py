@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from detseg.data.base import DetsegDataset, Transform
+from detseg.io import IMAGE_EXTS
 
 SPLITS = ("train", "val", "test", "all")
 # Names data sets use for the same split (folder names, list files).
@@ -272,7 +273,6 @@ def empty_boxes() -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- small file-system helpers shared by the readers -------------------------------------------
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def subdirs(folder: Path) -> dict[str, Path]:

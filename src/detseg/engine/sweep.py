@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from detseg.engine.trainer import TrainConfig, Trainer, next_run_dir
 from detseg.io import save_figure, write_json
+from detseg.tables import format_table
 
 # TrainConfig fields that make no sense to sweep (names, paths, switches of how to run).
 NOT_SWEEPABLE = {"model", "data", "out", "name", "resume", "device", "workers", "quiet", "format",
@@ -134,7 +135,6 @@ def _plot(path: Path, rows: list[dict[str, Any]], param: str, metric: str, best:
 
 def format_sweep(result: dict[str, Any]) -> str:
     """The sweep as a printed table, the chosen value marked."""
-    from detseg.cli import format_table
 
     metric = result["metric"]
     keys = list(dict.fromkeys(k for r in result["rows"] for k in r

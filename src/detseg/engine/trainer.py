@@ -401,7 +401,7 @@ def median_frequency_from(dataset, num_classes: int, max_images: int = 500) -> l
 
     ``-o class_weights=median_frequency``; the computed list is what the checkpoint stores.
     """
-    from detseg.models.semantic import class_frequencies, median_frequency_weights
+    from detseg.models.segmentation.semantic import class_frequencies, median_frequency_weights
 
     transforms, dataset.transforms = dataset.transforms, None  # count the labels as they are
     try:

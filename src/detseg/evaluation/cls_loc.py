@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from detseg.evaluation.common import Evaluator, box_iou, boxes_of, format_table, to_numpy
+from detseg.evaluation.common import Evaluator, box_iou, boxes_of, to_numpy
+from detseg.tables import format_table
 
 
 class ClsLocEvaluator(Evaluator):

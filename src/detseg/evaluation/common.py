@@ -1,4 +1,4 @@
-"""Small helpers shared by the evaluators: tensors to numpy, box IoU, text tables, the base class.
+"""Small helpers shared by the evaluators: tensors to numpy, box IoU, metric tables, the base class.
 
 Boxes everywhere here are ``float64 [N, 4]`` xyxy in absolute pixels with x2/y2 exclusive (the
 convention of :mod:`detseg.structures`), so a box's width is ``x2 - x1`` with no ``+1``.
@@ -6,12 +6,13 @@ convention of :mod:`detseg.structures`), so a box's width is ``x2 - x1`` with no
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from detseg.tables import format_table
 
 
 def to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
@@ -43,26 +44,6 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "") -> str:
-    """A plain monospace table; floats print with 3 decimals, NaN as ``-``."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "-" if math.isnan(v) else f"{v:.3f}"
-        return str(v)
-
-    body = [[cell(v) for v in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:  # first column left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    lines = [title] if title else []
-    lines += [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
-    return "\n".join(lines)
 
 
 def metrics_table(metrics: dict[str, float], keys: Sequence[str]) -> str:

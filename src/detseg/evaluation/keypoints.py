@@ -39,8 +39,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from detseg.evaluation.common import Evaluator, boxes_of, format_table, metrics_table, to_numpy
+from detseg.evaluation.coco_api import coco_detections, coco_ground_truth, run_cocoeval
+from detseg.evaluation.common import Evaluator, boxes_of, metrics_table, to_numpy
 from detseg.structures import LSP_KEYPOINTS
+from detseg.tables import format_table
 
 COCO_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -310,8 +312,6 @@ class PoseEvaluator(Evaluator):
 
     def _oks_ap(self, k: int, names: Sequence[str]) -> dict[str, float]:
         """COCO OKS AP with one ground-truth person and one scored prediction per image."""
-        from detseg.evaluation.coco import coco_detections, coco_ground_truth, run_cocoeval
-
         records = []
         for it in self.items:
             box = it["box"][None]

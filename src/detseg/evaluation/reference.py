@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detseg.evaluation.coco import STAT_KEYS, coco_detections, coco_ground_truth, make_record
+from detseg.evaluation.coco_api import STAT_KEYS, coco_detections, coco_ground_truth, make_record
 
 
 def pycocotools_encoder():

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detseg.evaluation.common import Evaluator, format_table
+from detseg.evaluation.common import Evaluator
+from detseg.tables import format_table
 from detseg.structures import IGNORE_INDEX
 
 

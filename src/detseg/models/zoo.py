@@ -12,17 +12,21 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, NamedTuple
 
-from detseg.detection.builders import build_fast_rcnn, build_rcnn, build_sliding_window_det
 from detseg.models.base import DetsegModel
-from detseg.models.cls_loc import build_cls_loc
-from detseg.models.deeplab import build_deeplab
-from detseg.models.fcn import build_fcn
-from detseg.models.fcn_same_res import build_fcn_same_res
-from detseg.models.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
-from detseg.models.pose import build_pose_regression
-from detseg.models.pose_heatmap import build_pose_heatmap
-from detseg.models.segnet import build_segnet
-from detseg.models.sliding_window import build_sliding_window_seg
+from detseg.models.detection.builders import (
+    build_fast_rcnn,
+    build_rcnn,
+    build_sliding_window_det,
+)
+from detseg.models.localization.cls_loc import build_cls_loc
+from detseg.models.localization.pose import build_pose_regression
+from detseg.models.localization.pose_heatmap import build_pose_heatmap
+from detseg.models.segmentation.deeplab import build_deeplab
+from detseg.models.segmentation.fcn import build_fcn
+from detseg.models.segmentation.fcn_same_res import build_fcn_same_res
+from detseg.models.segmentation.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
+from detseg.models.segmentation.segnet import build_segnet
+from detseg.models.segmentation.sliding_window import build_sliding_window_seg
 
 
 class ZooEntry(NamedTuple):
