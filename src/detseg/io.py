@@ -1,4 +1,4 @@
-"""Files in and out: atomic writes, and the image files an input list names.
+"""Files in and out: atomic writes, and the image (and video) files an input list names.
 
 Every file detseg writes goes to a temporary name first, then is renamed: a run killed at any
 moment leaves either the old file or the new one, never half of one.
@@ -6,6 +6,9 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import csv
+import glob
+import io
 import json
 import math
 import os
@@ -16,33 +19,52 @@ from typing import Any, Iterator
 
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files and folders (searched recursively for :data:`IMAGE_EXTS`) -> a list of image paths.
+def expand_inputs(inputs: list[str], exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
+    """Files, folders (searched recursively for ``exts``) and glob patterns -> a list of paths.
 
-    A path that does not exist is a ``FileNotFoundError`` naming it; no image at all, a ``ValueError``.
+    A pattern (``photos/*.jpg``, ``data/**/*.png``; quoted on the shell so that detseg expands it)
+    keeps the matching files with one of ``exts`` and searches the matching folders. A file named
+    explicitly is kept whatever its extension. Duplicates are dropped, the first occurrence kept.
+    A path that does not exist, or a pattern that matches nothing, is a ``FileNotFoundError``
+    naming it; no file at all, a ``ValueError``.
     """
     files: list[Path] = []
+
+    def folder(d: Path) -> list[Path]:
+        return sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+            files += folder(p)
         elif p.is_file():
             files.append(p)
+        elif any(c in item for c in "*?["):  # a pattern the shell did not expand
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            if not matches:
+                raise FileNotFoundError(f"{item}: input: no file or folder matches this pattern")
+            for m in matches:
+                files += folder(m) if m.is_dir() else ([m] if m.suffix.lower() in exts else [])
         else:
             raise FileNotFoundError(f"{p}: input: no such file or folder")
     if not files:
         raise ValueError(f"no images found in {' '.join(inputs)}")
-    return files
+    return list(dict.fromkeys(files))
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    ``suffix`` ends the temporary name (a writer that picks its container by the extension, like
+    ``cv2.VideoWriter``, needs e.g. ``.tmp.mp4``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -75,6 +97,21 @@ def dumps(obj: Any, indent: int | None = None) -> str:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV with a header (the union of their keys, in first-seen order), atomically.
+
+    A key a row lacks, ``None`` and non-finite floats are empty cells (what spreadsheets read as
+    missing).
+    """
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
+                 for k, v in r.items()} for r in rows)
+    write_text(path, buf.getvalue())
 
 
 def save_png(path: str | Path, array) -> None:

@@ -67,7 +67,7 @@ def test_end_to_end(tmp_path, capsys):
     for i in range(2):
         save_png(imgs / f"im{i}.png", (ds[i][0].permute(1, 2, 0) * 255).byte().numpy())
     pred = tmp_path / "pred"
-    assert main(["predict", str(ckpt), str(imgs), "--out", str(pred)]) == 0
+    assert main(["predict", str(ckpt), str(imgs), "--out", str(pred), "--save-json"]) == 0
     assert (pred / "im0.png").is_file() and (pred / "im1.png").is_file()
     records = json.loads((pred / "predictions.json").read_text())
     assert len(records) == 2
@@ -88,8 +88,9 @@ def test_predict_semantic_writes_label_pngs(tmp_path):
     save_png(tmp_path / "a.png", (ds[0][0].permute(1, 2, 0) * 255).byte().numpy())
     (tmp_path / "broken.png").write_bytes(b"not a png")
     pred = tmp_path / "pred"
+    # the broken file is skipped (exit status 1), the other one still predicted
     assert main(["predict", str(out / "fcn" / "train1" / "last.pt"), str(tmp_path / "a.png"),
-                 str(tmp_path / "broken.png"), "--out", str(pred)]) == 0
+                 str(tmp_path / "broken.png"), "--out", str(pred), "--save-json"]) == 1
     assert (pred / "a.png").is_file() and (pred / "a_label.png").is_file()
 
 

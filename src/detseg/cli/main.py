@@ -5,7 +5,7 @@
     detseg sweep MODEL --data DATA --param NAME --values V1,V2,... [--metric KEY] [train options]
     detseg eval CHECKPOINT --data DATA [--split val] [--json FILE]
     detseg svm CHECKPOINT --data DATA          (R-CNN's per-class SVMs, hard-negative mined)
-    detseg predict CHECKPOINT INPUT... --out DIR
+    detseg predict CHECKPOINT INPUT... --out DIR [--save-json]   (images, folders, globs, videos)
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from detseg.cli import classic, detection
+from detseg.cli import classic, detection, predict
 from detseg.cli.common import DATA_HELP, parse_opts
 from detseg.tables import format_table
 
@@ -90,6 +90,8 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
                    help="validate every N epochs (and after the last epoch); for models whose "
                         "validation costs more than an epoch of training, e.g. rcnn")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into the run folder (pip install 'detseg[tensorboard]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,14 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model option that keeps the weights (e.g. crf=true)")
 
-    pr = sub.add_parser("predict", help="predict on images; drawn PNGs + machine-readable results")
-    pr.add_argument("checkpoint")
-    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--device", default="cpu")
-    pr.add_argument("--conf", type=float, default=0.3, help="score threshold for drawn/saved detections")
-    pr.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a model option that keeps the weights (e.g. crf=true)")
+    predict.add_parser(sub)
 
     d = sub.add_parser("demo", help="train and evaluate every task's demo model on shapes; report.html")
     d.add_argument("--out", default="runs/demo")
@@ -184,7 +179,7 @@ def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
         format=args.format,
         weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
-        val_every=args.val_every,
+        val_every=args.val_every, tensorboard=args.tensorboard,
     )
 
 
@@ -236,36 +231,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from tqdm import tqdm
-
-    from detseg.api import load
-    from detseg.io import expand_inputs, write_json
-
-    model = load(args.checkpoint, device=args.device, **parse_opts(args.opt))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records, coco = [], []
-    files = expand_inputs(args.inputs)
-    for image_id, f in enumerate(tqdm(files, desc="predict", dynamic_ncols=True), start=1):
-        try:
-            (r,) = model.predict([str(f)], conf=args.conf)
-        except ValueError as e:  # a corrupt file: say so, keep going with the others
-            print(f"skipped {e}", file=sys.stderr)
-            continue
-        r.save(out / f"{f.stem}.png")
-        if model.task == "semantic":
-            r.save_label_png(out / f"{f.stem}_label.png")
-        else:
-            coco += r.to_coco(image_id)
-        records.append({"file": str(f), "image_id": image_id, **r.to_dict()})
-    write_json(out / "predictions.json", records)
-    if coco or model.task != "semantic":
-        write_json(out / "coco_results.json", coco)
-    print(f"{len(records)} image(s) -> {out}")
-    return 0
-
-
 def cmd_demo(args) -> int:
     from detseg.demo import run_demo
 
@@ -286,7 +251,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval,
-            "predict": cmd_predict,
+            "predict": predict.run,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": classic.run,
             "proposals": detection.run, "svm": detection.run_svm}
 
@@ -303,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"detseg: stopped: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, CheckpointError, TypeError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, TypeError, ImportError) as e:
         print(f"detseg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

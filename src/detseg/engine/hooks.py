@@ -1,7 +1,8 @@
 """Training hooks: what happens around the loop, each in its own small object.
 
 Following Detectron2's ``HookBase`` and minGPT's callbacks, the loop itself only steps the
-optimizer; checkpoints, metric logs, curves and sample pictures are hooks that run on rank 0.
+optimizer; checkpoints, metric logs (``metrics.jsonl``, ``results.csv``, optionally TensorBoard
+event files), curves and sample pictures are hooks that run on rank 0.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detseg.io import atomic_path, dumps, save_figure, save_png, write_json
+from detseg.io import atomic_path, dumps, save_figure, save_png, write_csv, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from detseg.engine.trainer import Trainer
@@ -53,7 +54,8 @@ class CheckpointHook(Hook):
 
 
 class MetricsLogger(Hook):
-    """One JSON line per epoch in ``metrics.jsonl``; ``metrics.json`` with the summary at the end."""
+    """One JSON line per epoch in ``metrics.jsonl`` and one row per epoch in ``results.csv`` (the
+    same columns, for spreadsheets); ``metrics.json`` with the summary at the end."""
 
     def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
         path = trainer.run_dir / "metrics.jsonl"
@@ -61,9 +63,44 @@ class MetricsLogger(Hook):
         # Rewritten whole (atomically) so a resumed run never duplicates or truncates lines.
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
+        # Epochs skipped by --val-every lack the val columns: empty cells there.
+        write_csv(trainer.run_dir / "results.csv", trainer.history)
 
     def after_train(self, trainer: "Trainer") -> None:
         write_json(trainer.run_dir / "metrics.json", trainer.summary())
+
+
+class TensorBoardLogger(Hook):
+    """TensorBoard event files next to ``metrics.jsonl``: every numeric column of the epoch
+    record as a scalar at step = epoch (``detseg train --tensorboard``; ``tensorboard --logdir runs``).
+
+    Needs the ``tensorboard`` package (``pip install 'detseg[tensorboard]'``); without it the
+    constructor raises ``ImportError`` saying so, before any training.
+    """
+
+    def __init__(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("--tensorboard: the tensorboard package is not installed; "
+                              "pip install 'detseg[tensorboard]' (or pip install tensorboard)") from None
+        self._writer_cls = SummaryWriter
+        self.writer = None
+
+    def before_train(self, trainer: "Trainer") -> None:
+        # purge_step: a resumed run hides the events a killed run wrote after its last checkpoint.
+        self.writer = self._writer_cls(log_dir=str(trainer.run_dir), purge_step=trainer.start_epoch + 1)
+
+    def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        step = int(record["epoch"])
+        for k, v in record.items():
+            if k != "epoch" and _finite(v) and not isinstance(v, bool):
+                self.writer.add_scalar(k, float(v), step)
+        self.writer.flush()
+
+    def after_train(self, trainer: "Trainer") -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class CurvesPlotter(Hook):

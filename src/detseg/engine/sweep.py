@@ -13,14 +13,13 @@ metrics and the choice), ``sweep.csv`` and ``sweep.png`` (metric against value).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from detseg.engine.trainer import TrainConfig, Trainer, next_run_dir
-from detseg.io import save_figure, write_json
+from detseg.io import save_figure, write_csv, write_json
 from detseg.tables import format_table
 
 # TrainConfig fields that make no sense to sweep (names, paths, switches of how to run).
@@ -89,7 +88,7 @@ def run_sweep(base: TrainConfig, param: str, values: Sequence[Any], metric: str 
     result = {"model": base.model, "param": param, "metric": metric, "best_value": best["value"],
               "rows": rows, "sweep_dir": str(sweep_dir), "config": asdict(base)}
     write_json(sweep_dir / "sweep.json", result)
-    _write_csv(sweep_dir / "sweep.csv", rows)
+    write_csv(sweep_dir / "sweep.csv", rows)
     _plot(sweep_dir / "sweep.png", rows, param, metric, best["value"])
     return result
 
@@ -98,14 +97,6 @@ def _score(value: float, higher_is_better: bool) -> float:
     if value is None or not math.isfinite(value):
         return -math.inf  # a run that diverged never wins
     return value if higher_is_better else -value
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], param: str, metric: str, best: Any) -> None:

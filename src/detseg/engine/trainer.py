@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from detseg.engine import distributed as dist_utils
 from detseg.engine.evaluate import evaluate, to_device
-from detseg.engine.hooks import ArgsWriter, CheckpointHook, CurvesPlotter, Hook, MetricsLogger, SamplesDrawer
+from detseg.engine.hooks import (ArgsWriter, CheckpointHook, CurvesPlotter, Hook, MetricsLogger, SamplesDrawer,
+                                 TensorBoardLogger)
 from detseg.engine.schedule import build_optimizer, build_scheduler
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     samples: int = 8
     quiet: bool = False
     val_every: int = 1  # validate every N epochs (and always after the last one)
+    tensorboard: bool = False  # also write TensorBoard event files into the run folder
 
 
 def seed_everything(seed: int) -> None:
@@ -113,7 +115,7 @@ class Trainer:
             resume_state = load_checkpoint(run_dir / "last.pt")
             saved = dict(resume_state["config"])
             # The saved run's settings win, except how to run it now.
-            keep = {k: getattr(cfg, k) for k in ("device", "workers", "quiet", "resume")}
+            keep = {k: getattr(cfg, k) for k in ("device", "workers", "quiet", "resume", "tensorboard")}
             if cfg.epochs != TrainConfig.epochs and cfg.epochs > saved["epochs"]:
                 keep["epochs"] = cfg.epochs  # allow extending a finished run
             cfg = TrainConfig(**{**saved, **keep})
@@ -337,7 +339,10 @@ class Trainer:
 
 
 def default_hooks(cfg: TrainConfig) -> list[Hook]:
-    return [ArgsWriter(), CheckpointHook(), MetricsLogger(), CurvesPlotter(), SamplesDrawer(cfg.samples)]
+    hooks = [ArgsWriter(), CheckpointHook(), MetricsLogger(), CurvesPlotter(), SamplesDrawer(cfg.samples)]
+    if cfg.tensorboard:
+        hooks.append(TensorBoardLogger())
+    return hooks
 
 
 AUGMENT: dict[str, dict[str, Any]] = {
