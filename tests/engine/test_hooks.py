@@ -38,4 +38,4 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert main(TRAIN + ["--epochs", "1", "--out", str(tmp_path), "--tensorboard"]) == 2
     err = capsys.readouterr().err
     assert "tensorboard" in err and "pip install" in err
-    assert not (tmp_path / "cls_loc" / "train1" / "last.pt").exists()
+    assert not (tmp_path / "cls_loc").exists()  # refused before any run folder was made

@@ -79,13 +79,18 @@ class TensorBoardLogger(Hook):
     """
 
     def __init__(self) -> None:
+        self._writer_cls = self.require()
+        self.writer = None
+
+    @staticmethod
+    def require():
+        """``SummaryWriter``, or an ``ImportError`` telling how to install tensorboard."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ImportError("--tensorboard: the tensorboard package is not installed; "
                               "pip install 'detseg[tensorboard]' (or pip install tensorboard)") from None
-        self._writer_cls = SummaryWriter
-        self.writer = None
+        return SummaryWriter
 
     def before_train(self, trainer: "Trainer") -> None:
         # purge_step: a resumed run hides the events a killed run wrote after its last checkpoint.

@@ -108,6 +108,8 @@ class Trainer:
 
         if cfg.val_every < 1:
             raise ValueError(f"val_every: must be >= 1 (validate every N epochs), got {cfg.val_every}")
+        if cfg.tensorboard:
+            TensorBoardLogger.require()  # a missing package fails before a run folder is made
         self.device = dist_utils.init_distributed(cfg.device)
         resume_state = None
         if cfg.resume:
