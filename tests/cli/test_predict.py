@@ -63,6 +63,14 @@ def test_folder_of_20_images_with_a_corrupt_file(tmp_path, cls_loc_ckpt, shapes_
     by_id = {im["id"]: im for im in header["images"]}
     assert Path(by_id[1]["file_name"]).name == "im00.png" and by_id[1]["width"] == 48
     assert [c["id"] for c in header["categories"]] == list(range(1, len(header["categories"]) + 1))
+    # the two files are a COCO pair: the header as ground truth (no annotations) loads the results
+    from faster_coco_eval import COCO
+
+    gt = COCO()
+    gt.dataset = {**header, "annotations": []}
+    gt.createIndex()
+    dt = gt.loadRes(str(out / "coco_results.json"))
+    assert len(dt.getAnnIds()) == 20 and sorted(dt.getImgIds()) == list(range(1, 21))
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:

@@ -212,7 +212,8 @@ def _predict_video(model, path: Path, out: Path, stem: str, conf: float, labels:
     """Annotate every frame of ``path`` into ``out/stem.mp4``; returns the number of frames.
 
     The video is written to a temporary ``.tmp.mp4`` and renamed at the end (nothing is left
-    behind when no frame decodes or the run is interrupted).
+    behind when no frame decodes or the run is interrupted). MPEG-4 Part 2 (``mp4v``) needs even
+    sizes: OpenCV's encoder drops the last row/column of an odd-sized video.
     """
     import cv2
 
@@ -229,13 +230,13 @@ def _predict_video(model, path: Path, out: Path, stem: str, conf: float, labels:
             try:
                 for i, rgb in _frames(path):
                     (r,) = model.predict([rgb], conf=conf)
-                    h, w = rgb.shape[:2]
-                    if writer is None:
+                    if writer is None:  # the first frame fixes the size; later frames are fitted to it
+                        h, w = rgb.shape[:2]
                         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                         if not writer.isOpened():
                             raise RuntimeError(f"{path}: video: OpenCV cannot write mp4v to {tmp}")
                     drawn = r.plot(score_thresh=conf)
-                    if drawn.shape[:2] != (h, w):  # small frames are drawn enlarged: back to the input size
+                    if drawn.shape[:2] != (h, w):  # small frames are drawn enlarged: back to the video's size
                         drawn = cv2.resize(drawn, (w, h), interpolation=cv2.INTER_AREA)
                     writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                     label_png = f"{stem}_labels/frame_{i:06d}.png" if labels else None
