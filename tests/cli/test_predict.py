@@ -176,3 +176,10 @@ def test_safe_stem_and_output_names():
     assert names.claim(Path("r/a.png"), (".png", "_label.png")) == "a_2"
     assert names.claim(Path("s/A.png"), (".png",)) == "A"
     assert names.claim(Path("t/a.png"), (".png",)) == "a_3"
+
+
+def test_out_inside_the_input_folder_never_overwrites_inputs(tmp_path, cls_loc_ckpt, shapes_images):
+    save_png(tmp_path / "a.png", shapes_images[0])
+    original = (tmp_path / "a.png").read_bytes()
+    assert main(["predict", str(cls_loc_ckpt), str(tmp_path / "a.png"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "a.png").read_bytes() == original and (tmp_path / "a_2.png").is_file()

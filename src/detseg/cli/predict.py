@@ -12,7 +12,8 @@ semantic models.
 
 Output names come from the input file names, sanitised (only letters, digits, ``.``, ``_`` and
 ``-``; no leading dot; so nothing is written outside ``--out``) and made unique (``a/img.png`` and
-``b/img.png`` give ``img.png`` and ``img_2.png``; ``predictions.json`` records which is which).
+``b/img.png`` give ``img.png`` and ``img_2.png``; ``predictions.json`` records which is which),
+never the name of an input file lying in ``--out`` itself.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     semantic = model.task == "semantic"
     labels = args.save_json and semantic
     names = OutputNames()
+    # --out may be an input folder: its input files are never overwritten by an output.
+    names.used.update(f.name.lower() for f in files if f.resolve().parent == out.resolve())
     skipped: list[str] = []
 
     # The bar's total needs every video's frame count; unopenable videos are skipped here.
