@@ -201,6 +201,9 @@ def cmd_train(args) -> int:
         rows = [(k, f"{best[k]:.4f}") for k in trainer.task.metric_keys if isinstance(best.get(k), float)]
         if rows:
             print(format_table(["metric (best epoch %d)" % s["best_epoch"], "value"], rows))
+        for what, files in (("skipped (unreadable)", s["skipped_images"]), ("read truncated", s["truncated_images"])):
+            if files:
+                print(f"{len(files)} image(s) {what}: {', '.join(files)}")
         print(f"run folder: {run_dir}  ({s['train_seconds']:.0f}s of training)")
     dist_utils.cleanup()
     return 0
