@@ -146,11 +146,11 @@ def read_image(path: str | Path, strict: bool | None = None) -> Tensor:
         raise ValueError(f"{path}: image: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         if strict or "truncated" not in str(e):
-            raise ValueError(f"{path}: image: cannot decode ({e})") from None
+            raise ValueError(f"{path}: image: {why_unreadable(path, e)}") from None
         try:
             arr = _decode(path, truncated=True)
         except (UnidentifiedImageError, OSError, SyntaxError) as e2:
-            raise ValueError(f"{path}: image: cannot decode ({e2})") from None
+            raise ValueError(f"{path}: image: {why_unreadable(path, e2)}") from None
         message = f"truncated ({e}): the decodable part was read"
         if _reading.notes is not None:
             _reading.notes.append((str(path), message))
@@ -210,8 +210,26 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except FileNotFoundError:
         raise ValueError(f"{path}: image: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: image: cannot decode ({e})") from None
+        raise ValueError(f"{path}: image: {why_unreadable(path, e)}") from None
     return h, w
+
+
+def why_unreadable(path: str | Path, e: Exception) -> str:
+    """What is wrong with an image file PIL failed on: empty, not an image, truncated, corrupt."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        size, head = -1, b""
+    if size == 0:
+        return "cannot decode: empty file (0 bytes)"
+    if isinstance(e, UnidentifiedImageError):
+        kind = "text" if head and all(32 <= c < 127 or c in b"\t\r\n" for c in head) else "data"
+        return f"cannot decode: not an image ({kind} of no known image format, starts {head[:12]!r})"
+    if "truncated" in str(e).lower():
+        return f"cannot decode: truncated ({e})"
+    return f"cannot decode: corrupt ({e})"
 
 
 def collate(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:

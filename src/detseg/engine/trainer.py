@@ -58,6 +58,8 @@ class TrainConfig:
     train_split: str = "train"  # a split name or an index range "A:B" (see detseg.data.split)
     val_split: str = "val"
     format: str | None = None
+    images: str | None = None  # image folder named explicitly (--images); data is then a root or unused
+    annotations: str | None = None  # XML folder | COCO json | joints file | label-PNG folder
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
     freeze_backbone: bool = False
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
@@ -367,7 +369,8 @@ def build_datasets(cfg: TrainConfig, task: str):
     check_split(cfg.val_split, "val_split")
     # The split seed stays 0 (the canonical split `detseg eval` also uses): a different training
     # --seed must not move validation images into the training set.
-    common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format)
+    common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format,
+                  images=cfg.images, annotations=cfg.annotations)
     try:  # train=True: data-option crop jitter applies to this set only
         train = build_dataset(cfg.data, split=cfg.train_split, train=True, **common)
     except SplitError as e:  # e.g. a range past the end of the data: name the option
