@@ -80,7 +80,7 @@ class SamplesDrawer(Hook):
         self.n = n
 
     def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        if not trainer.validated:  # no val set, or an epoch skipped by --val-every
+        if not trainer.validated or self.n < 1:  # no val set, an epoch skipped by --val-every, --samples 0
             return
         grid = draw_samples(trainer.eval_model, trainer.val_set, trainer.task, self.n)
         save_png(trainer.run_dir / "samples.png", grid)
