@@ -4,14 +4,23 @@
 path. A path's format is sniffed, never required from the user (``format=`` overrides):
 
 ==============  ===========================================================  =================
-format          what marks it                                                reader
+format          what marks it (content, not folder names)                    reader
 ==============  ===========================================================  =================
-``lsp``         ``joints.mat`` (+ ``images/``)                               :mod:`.lsp`
+``lsp``         a joints array (14, 3, N) / (N, 14, 3) / (3, 14, N) in a     :mod:`.lsp`
+                ``.mat``/``.npy``/``.json``/``.csv`` beside images
 ``pennfudan``   ``PNGImages/`` + ``PedMasks/``                               :mod:`.pennfudan`
 ``coco``        a COCO json, or ``annotations/*.json`` / ``*.json``          :mod:`.coco`
-``voc``         ``Annotations/*.xml`` (any case) or ``SegmentationClass/``   :mod:`.voc`
-``seg_folders`` ``train/`` + ``trainannot/``, ``images/`` + ``labels/`` PNGs  :mod:`.folders`
+``voc``         a folder of ``<annotation>`` XML files + images of the same  :mod:`.voc`
+                names (any folder names, or side by side); ``SegmentationClass/``
+``seg_folders`` ``train/`` + ``trainannot/``, ``images/`` + ``labels/``, or any  :mod:`.folders`
+                image folder + a folder of single-channel PNGs of the same names
 ==============  ===========================================================  =================
+
+When nothing matches, the error lists every folder looked at with the reason each format did not
+match, and the dataset yaml to write. A dataset yaml (``--data mydata.yaml``: ``format``,
+``images``, ``annotations``, ``classes``, ``splits``) or ``images=``/``annotations=``
+(``--images``/``--annotations``) name the parts instead (:mod:`.source`); they load exactly like
+the sniffed folder.
 
 The path may also be a parent of the data folder (``bccd/`` holding ``BCCD/``, ``VOCdevkit/``
 holding ``VOC2007/``): up to two levels down are searched, and more than one match is an error
@@ -26,6 +35,7 @@ travel wherever a ``--data`` string goes (``detseg train``, ``eval``, a checkpoi
 (:class:`detseg.data.adapt.PersonCrop`), ``crop_scale=1.25`` (crop side / box side), and, applied
 to training sets only, ``crop_jitter`` (relative scale jitter) and ``crop_shift`` (centre shift as
 a share of the side). E.g. ``../shared/datasets/lspet:crop=person,crop_jitter=0.25,crop_shift=0.1``.
+``strict_images=true``: a truncated image is skipped (as an undecodable one is) instead of read.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ A dataset is a ``torch.utils.data.Dataset`` of ``(image, target)`` pairs in the 
 ``flip_pairs``, and ``problems`` (every :class:`~detseg.structures.Problem` found while reading).
 Readers index their files once at construction (cheap: annotations, not pixels) and decode images
 lazily in ``load(i)``; ``transforms`` (a callable on ``(image, target)``) is applied after loading.
+
+Images as they come: an image that fails to decode when a sample is loaded is skipped for the
+next readable sample (a Problem names it, once), so one broken file never ends a run; a truncated
+image's decodable part is read, with a Problem (``strict_images`` skips it instead).
 """
 
 from __future__ import annotations

@@ -97,6 +97,8 @@ def read_data_file(path: str | Path, option_keys: tuple[str, ...] = ()) -> DataS
 
 
 def _split_value(path: Path, key: str, value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # YAML 1.1 reads 1:30 as 90
+        raise ValueError(f"{path}: splits.{key}: {value!r} is a number; quote a range: \"0:80\"")
     if isinstance(value, list):
         return [str(v) for v in value]
     text = str(value).strip()
@@ -228,16 +230,33 @@ def explain_nothing_found(path: Path, looked: list[Path]) -> str:
         lines += [f"    {r}" for r in why_not(folder)]
     if len(looked) > MAX_LISTED:
         lines.append(f"  ... and {len(looked) - MAX_LISTED} more folder(s)")
+    images = next((d for d in looked if _has_images(d)), path / "images")
     lines += [
-        "describe the data in a yaml file and pass it as --data mydata.yaml "
-        "(or pass --images DIR --annotations DIR|FILE):",
-        "  format: voc                 # voc | coco | lsp | seg_folders",
-        f"  images: {path}/images       # the image folder",
-        f"  annotations: {path}/xml     # XML folder | COCO json | joints file | label-PNG folder",
-        "  classes: [cat, dog]         # optional",
+        f"describe the data in a yaml file (e.g. {path}/mydata.yaml) and pass it as --data "
+        "mydata.yaml (or pass --images DIR --annotations DIR|FILE):",
+        "  format: voc                # voc | coco | lsp | seg_folders",
+        f"  images: {_relative(images, path):<18} # the image folder",
+        "  annotations: ANNOTATIONS   # XML folder | COCO json | joints file | label-PNG folder",
+        "  classes: [cat, dog]        # optional",
         '  splits: {train: "0:80", val: "80:100"}   # optional: ranges, list files or name lists',
     ]
     return "\n".join(lines)
+
+
+def _has_images(folder: Path) -> bool:
+    from detseg.io import IMAGE_EXTS
+
+    try:
+        return any(p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _relative(p: Path, base: Path) -> str:
+    try:
+        return str(p.relative_to(base)) or "."
+    except ValueError:
+        return str(p)
 
 
 def _contents(folder: Path) -> str:

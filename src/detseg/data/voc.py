@@ -1,9 +1,11 @@
 """PASCAL VOC reader: ``Annotations/*.xml`` + images, and ``SegmentationClass`` palette PNGs.
 
 Format: Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, and the
-VOC devkit documentation. Layouts found in the wild are all accepted: ``Annotations`` +
-``JPEGImages`` (+ ``ImageSets/Main``), lower-case ``annotations`` + ``images`` (raccoon, labelImg),
-XML files beside their images, and ``VOCdevkit/VOC2007`` nesting (found by the sniffer).
+VOC devkit documentation. The folders are found by content, not by name (:func:`voc_layout`): a
+folder whose first XML files have an ``<annotation>`` root, and a folder of images with the same
+stems (``Annotations`` + ``JPEGImages`` + ``ImageSets/Main``, raccoon's ``annotations`` +
+``images``, ``xml/`` + ``images/``, ``boxes/`` + ``jpgs/``, XML beside the images as labelImg
+writes them, ``VOCdevkit/VOC2007`` nesting); a dataset yaml may name both.
 
 Coordinates: VOC pixel indices are 1-based and inclusive; like Detectron2 (``pascal_voc.py``) the
 box becomes ``[xmin - 1, ymin - 1, xmax, ymax]`` — 0-based with x2/y2 exclusive. A 0 written by a
@@ -137,7 +139,9 @@ def voc_why_not(root: Path) -> str:
     """Why ``root`` is no VOC folder (for the 'nothing found' error)."""
     ann = find_xml_folder(root)
     if ann is None:
-        return "no folder of .xml files with an <annotation> root"
+        other = next((d for d in [root, *subdirs(root).values()] if sample_xml(d, 1)), None)
+        where = f" (the XML files in {other} have another root element)" if other else ""
+        return f"no folder of .xml files with an <annotation> root{where}"
     return f"XML files in {ann}, but no folder of images named like them"
 
 
