@@ -115,7 +115,8 @@ def test_train_and_eval_run_to_the_end_and_report(tmp_path, capsys):
     root = write_broken_set(tmp_path / "d")
     runs = tmp_path / "runs"
     with pytest.warns(UserWarning, match="skipped 2 image"):
-        assert main(["train", "fcn", "--data", f"{root}:strict_images=true", "--img-size", "32",
+        assert main(["train", "fcn", "--data", f"{root}:strict_images=true", "--images", str(root / "rgb"),
+                     "--annotations", str(root / "gt"), "--img-size", "32",
                      "--epochs", "1", "--batch", "4", "--device", "cpu", "--out", str(runs),
                      "--quiet", "--val-fraction", "0.3", "--samples", "2"]) == 0
     out = capsys.readouterr().out

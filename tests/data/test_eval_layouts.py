@@ -59,9 +59,9 @@ def test_lsp_eval_takes_every_joints_layout(tmp_path):
     np.save(tmp_path / "npy" / "joints.npy", joints.transpose(1, 2, 0))
     (tmp_path / "json" / "joints.json").write_text(json.dumps(joints.tolist()))
     results = []
-    for layout in ("mat", "npy", "json"):
+    for layout, data in (("mat", "mat"), ("npy", "npy/joints.npy"), ("json", "json")):  # a folder or the file
         out = tmp_path / f"{layout}.json"
-        assert main(["eval", str(ckpt), "--data", str(tmp_path / layout), "--split", "all",
+        assert main(["eval", str(ckpt), "--data", str(tmp_path / data), "--split", "all",
                      "--json", str(out)]) == 0
         results.append(json.loads(out.read_text()))
     assert results[0] == results[1] == results[2]  # the same joints, whatever the file
