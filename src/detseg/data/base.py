@@ -76,8 +76,11 @@ class DetsegDataset(torch.utils.data.Dataset):
             try:
                 image, target = self.load(i)
             except ValueError as e:
+                problem = _image_error(e, "skipped in training/evaluation")
+                if problem is None:
+                    raise  # not an unreadable image: a bug or bad data that must not pass silently
                 self._unreadable.add(i)
-                found.append(Problem(*_split_error(e, "skipped in training/evaluation")))
+                found.append(problem)
                 continue
             finally:
                 notes, _reading.notes = _reading.notes or [], None
@@ -178,13 +181,10 @@ def _decode(path: str | Path, truncated: bool = False) -> np.ndarray:
             ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def _split_error(e: ValueError, action: str) -> tuple[str, str, str]:
-    """A reader's ``"PATH: field: message"`` error -> ``(file, field, message: action)``."""
-    text = str(e)
-    parts = text.split(": ", 2)
-    if len(parts) == 3 and parts[1] == "image":
-        return parts[0], "image", f"{parts[2]}: {action}"
-    return "?", "load", f"{text}: {action}"
+def _image_error(e: ValueError, action: str) -> Problem | None:
+    """:func:`read_image`'s ``"PATH: image: message"`` error -> a Problem; None for other errors."""
+    file, sep, rest = str(e).partition(": image: ")
+    return Problem(file, "image", f"{rest}: {action}") if sep else None
 
 
 def take_problems(targets: list[dict[str, Any]], dataset: DetsegDataset | None = None) -> list[Problem]:
