@@ -125,3 +125,21 @@ def test_train_and_eval_run_to_the_end_and_report(tmp_path, capsys):
     # not strict: the truncated JPEG is read, with a warning, in evaluation
     ckpt = runs / "fcn" / "train1" / "last.pt"
     assert main(["eval", str(ckpt), "--data", str(root), "--split", "all"]) == 0
+
+
+def test_problems_found_in_a_loader_worker_reach_the_main_process(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from detseg.data.base import collate
+
+    root = write_broken_set(tmp_path / "d", n_good=3)
+    ds = build_dataset(f"{root}:strict_images=true", split="all")
+    before = len(ds.problems)
+    loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate)
+    images = 0
+    for batch_images, targets in loader:
+        take_problems(targets, ds)
+        images += len(batch_images)
+        assert all("problems" not in t for t in targets)
+    assert images == len(ds)  # the skipped sample was replaced, the epoch kept its length
+    assert [(Path(p.file).name, p.field) for p in ds.problems[before:]] == [("cut.jpg", "image")]
