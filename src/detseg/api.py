@@ -34,8 +34,14 @@ def load(path: str | Path, device: str = "cpu", **options: Any):
 def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: str = "auto",
              val_fraction: float = 0.2, seed: int = 0, format: str | None = None,
              workers: int = 0, quiet: bool = True, return_evaluator: bool = False,
-             options: dict[str, Any] | None = None):
-    """Metrics (flat keys, plus ``loss``) of a checkpoint (or a model) on a dataset split."""
+             options: dict[str, Any] | None = None, images: str | Path | None = None,
+             annotations: str | Path | None = None):
+    """Metrics (flat keys, plus ``loss``) of a checkpoint (or a model) on a dataset split.
+
+    ``data`` is a path, a dataset yaml or ``shapes[...]``; ``images``/``annotations`` name the
+    parts explicitly (``data`` is then an optional root). Unreadable images are skipped with a
+    counted warning naming them.
+    """
     from detseg.data import build_dataset
     from detseg.engine.distributed import resolve_device
     from detseg.engine.evaluate import build_task_evaluator
@@ -49,11 +55,14 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
         model = checkpoint.to(device)
     task = get_task(model.task)
     ds = build_dataset(data, split=split, task=task.name, val_fraction=val_fraction, seed=seed,
-                       format=format)
+                       format=format, images=images, annotations=annotations)
+    known = len(ds.problems)
     check_classes(model, ds, task.name)
     evaluator = build_task_evaluator(model, task)
     metrics, losses = run_eval(model, ds, task, batch=batch, device=device, workers=workers,
                                quiet=quiet, evaluator=evaluator)
+    if len(ds.problems) > known:  # images that failed to decode during the pass
+        ds.warn_problems()
     if "loss" in losses:
         metrics["loss"] = losses["loss"]
     return (metrics, evaluator) if return_evaluator else metrics

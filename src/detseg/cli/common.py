@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-DATA_HELP = ("dataset: a path (COCO json, PASCAL VOC, image/label-PNG folders, LSP joints.mat, "
-             "Penn-Fudan; auto-detected) or 'shapes[:key=value,...]' (built-in, e.g. shapes:size=96,n=2000)")
+DATA_HELP = ("dataset: a path (COCO json, PASCAL VOC, image/label-PNG folders, LSP joints, "
+             "Penn-Fudan; found by content), a dataset yaml (format, images, annotations, classes, "
+             "splits; see the README), or 'shapes[:key=value,...]' (built-in, e.g. shapes:size=96,n=2000)")
+IMAGES_HELP = "the image folder, named explicitly (with --annotations; --data is then an optional root)"
+ANNOTATIONS_HELP = "the annotations: a VOC XML folder, a COCO json, an LSP joints file or a label-PNG folder"
+
+
+def add_source_arguments(parser) -> None:
+    """``--images DIR --annotations DIR|FILE``: the parts of a dataset on the command line."""
+    parser.add_argument("--images", default=None, metavar="DIR", help=IMAGES_HELP)
+    parser.add_argument("--annotations", default=None, metavar="PATH", help=ANNOTATIONS_HELP)
 
 
 def parse_opts(items: list[str]) -> dict[str, Any]:

@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from detseg.cli import classic, detection, predict
-from detseg.cli.common import DATA_HELP, parse_opts
+from detseg.cli.common import DATA_HELP, add_source_arguments, parse_opts
 from detseg.tables import format_table
+
 
 def _models_epilog() -> str:
     from detseg.models.zoo import ZOO, model_options
@@ -75,6 +76,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
                         "or a .txt/.csv list of image names (e.g. data/train_labels.csv)")
     t.add_argument("--val-split", default="val", help="like --train-split (e.g. 900:1000)")
     t.add_argument("--format", default=None, help="override the auto-detected data format")
+    add_source_arguments(t)
     t.add_argument("--weights", default=None,
                    help="pretrained backbone weights: a local file, or a torchvision enum name (downloads)")
     t.add_argument("--freeze-backbone", action="store_true")
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     e.add_argument("checkpoint")
-    e.add_argument("--data", required=True, help=DATA_HELP)
+    e.add_argument("--data", default=None, help=DATA_HELP + " (required unless --images/--annotations)")
+    add_source_arguments(e)
     e.add_argument("--split", default="val")
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--device", default="auto")
@@ -151,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="list images, classes, objects and every problem found")
-    c.add_argument("path", help=DATA_HELP)
+    c.add_argument("path", nargs="?", default=None, help=DATA_HELP + " (optional with --images/--annotations)")
     c.add_argument("--format", default=None)
+    add_source_arguments(c)
+    c.add_argument("--workers", type=int, default=4, help="threads decoding the images")
     c.add_argument("--json", default=None, metavar="FILE")
     return p
 
@@ -176,7 +181,7 @@ def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
         device=args.device, workers=args.workers,
         seed=args.seed, out=args.out, name=args.name, resume=args.resume,
         val_fraction=args.val_fraction, train_split=args.train_split, val_split=args.val_split,
-        format=args.format,
+        format=args.format, images=args.images, annotations=args.annotations,
         weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
         val_every=args.val_every, tensorboard=args.tensorboard,
@@ -196,6 +201,9 @@ def cmd_train(args) -> int:
         rows = [(k, f"{best[k]:.4f}") for k in trainer.task.metric_keys if isinstance(best.get(k), float)]
         if rows:
             print(format_table(["metric (best epoch %d)" % s["best_epoch"], "value"], rows))
+        for what, files in (("skipped (unreadable)", s["skipped_images"]), ("read truncated", s["truncated_images"])):
+            if files:
+                print(f"{len(files)} image(s) {what}: {', '.join(files)}")
         print(f"run folder: {run_dir}  ({s['train_seconds']:.0f}s of training)")
     dist_utils.cleanup()
     return 0
@@ -218,10 +226,13 @@ def cmd_eval(args) -> int:
     from detseg.api import evaluate
     from detseg.io import write_json
 
+    if args.data is None and args.images is None and args.annotations is None:
+        raise ValueError("eval: pass --data (a path or a dataset yaml) or --images/--annotations")
     metrics, evaluator = evaluate(args.checkpoint, args.data, split=args.split, batch=args.batch,
                                   device=args.device, val_fraction=args.val_fraction,
                                   format=args.format, workers=args.workers, quiet=False,
-                                  return_evaluator=True, options=parse_opts(args.opt))
+                                  return_evaluator=True, options=parse_opts(args.opt),
+                                  images=args.images, annotations=args.annotations)
     print(evaluator.table())
     if "loss" in metrics:
         print(f"loss {metrics['loss']:.4f}")
@@ -243,7 +254,10 @@ def cmd_data(args) -> int:
     from detseg.data.check import check_dataset, format_report
     from detseg.io import write_json
 
-    report = check_dataset(args.path, format=args.format)
+    if args.path is None and args.images is None and args.annotations is None:
+        raise ValueError("data check: pass a PATH (a folder, a file or a dataset yaml) or --images/--annotations")
+    report = check_dataset(args.path, format=args.format, images=args.images, annotations=args.annotations,
+                           workers=args.workers, progress=True)
     print(format_report(report))
     if args.json:
         write_json(args.json, {**report, "problems": [list(p) for p in report["problems"]]})

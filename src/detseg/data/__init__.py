@@ -4,14 +4,23 @@
 path. A path's format is sniffed, never required from the user (``format=`` overrides):
 
 ==============  ===========================================================  =================
-format          what marks it                                                reader
+format          what marks it (content, not folder names)                    reader
 ==============  ===========================================================  =================
-``lsp``         ``joints.mat`` (+ ``images/``)                               :mod:`.lsp`
+``lsp``         a joints array (14, 3, N) / (N, 14, 3) / (3, 14, N) in a     :mod:`.lsp`
+                ``.mat``/``.npy``/``.json``/``.csv`` beside images
 ``pennfudan``   ``PNGImages/`` + ``PedMasks/``                               :mod:`.pennfudan`
 ``coco``        a COCO json, or ``annotations/*.json`` / ``*.json``          :mod:`.coco`
-``voc``         ``Annotations/*.xml`` (any case) or ``SegmentationClass/``   :mod:`.voc`
-``seg_folders`` ``train/`` + ``trainannot/``, ``images/`` + ``labels/`` PNGs  :mod:`.folders`
+``voc``         a folder of ``<annotation>`` XML files + images of the same  :mod:`.voc`
+                names (any folder names, or side by side); ``SegmentationClass/``
+``seg_folders`` ``train/`` + ``trainannot/``, ``images/`` + ``labels/``, or any  :mod:`.folders`
+                image folder + a folder of single-channel PNGs of the same names
 ==============  ===========================================================  =================
+
+When nothing matches, the error lists every folder looked at with the reason each format did not
+match, and the dataset yaml to write. A dataset yaml (``--data mydata.yaml``: ``format``,
+``images``, ``annotations``, ``classes``, ``splits``) or ``images=``/``annotations=``
+(``--images``/``--annotations``) name the parts instead (:mod:`.source`); they load exactly like
+the sniffed folder.
 
 The path may also be a parent of the data folder (``bccd/`` holding ``BCCD/``, ``VOCdevkit/``
 holding ``VOC2007/``): up to two levels down are searched, and more than one match is an error
@@ -26,6 +35,7 @@ travel wherever a ``--data`` string goes (``detseg train``, ``eval``, a checkpoi
 (:class:`detseg.data.adapt.PersonCrop`), ``crop_scale=1.25`` (crop side / box side), and, applied
 to training sets only, ``crop_jitter`` (relative scale jitter) and ``crop_shift`` (centre shift as
 a share of the side). E.g. ``../shared/datasets/lspet:crop=person,crop_jitter=0.25,crop_shift=0.1``.
+``strict_images=true``: a truncated image is skipped (as an undecodable one is) instead of read.
 """
 
 from __future__ import annotations
@@ -40,15 +50,17 @@ if TYPE_CHECKING:
 
 FORMATS = ("coco", "voc", "seg_folders", "lsp", "pennfudan")
 FORMAT_HINT = ("expected one of: a COCO json (or a folder with annotations/*.json); PASCAL VOC "
-               "(Annotations/*.xml + JPEGImages/, or annotations/ + images/); image/label PNG folder "
-               "pairs (train/ + trainannot/, images/ + labels/); LSP/LSPET (joints.mat + images/); "
-               "Penn-Fudan (PNGImages/ + PedMasks/)")
+               "(a folder of <annotation> XML files + images with the same names); image/label PNG "
+               "folder pairs (train/ + trainannot/, images/ + labels/, or any image folder + a folder "
+               "of single-channel PNGs with the same names); LSP/LSPET (a joints array in .mat/.npy/"
+               ".json/.csv + images); Penn-Fudan (PNGImages/ + PedMasks/)")
 
 
 def _detectors() -> dict[str, Callable[[Path], bool]]:
     """Format -> test of one folder, in priority order (the first match at a level wins)."""
     from detseg.data.coco import coco_files
     from detseg.data.folders import seg_folder_pairs
+    from detseg.data.lsp import lsp_source
     from detseg.data.pennfudan import pennfudan_dirs
     from detseg.data.voc import voc_layout
 
@@ -59,7 +71,7 @@ def _detectors() -> dict[str, Callable[[Path], bool]]:
             return True  # several unsplit json files: COCO, but the reader will ask which one
 
     return {
-        "lsp": lambda d: (d / "joints.mat").is_file(),
+        "lsp": lambda d: lsp_source(d) is not None,
         "pennfudan": lambda d: pennfudan_dirs(d) is not None,
         "coco": is_coco,
         "voc": lambda d: voc_layout(d) is not None,
@@ -91,7 +103,7 @@ def locate(path: str | Path, format: str | None = None) -> tuple[str, Path]:
     detectors = _detectors()
     if format is not None:
         detectors = {format: detectors[format]}
-    level = [path]
+    level, looked = [path], []
     for _ in range(3):
         found = [(fmt, d) for d in level if (fmt := _match(d, detectors)) is not None]
         if len(found) == 1:
@@ -99,21 +111,26 @@ def locate(path: str | Path, format: str | None = None) -> tuple[str, Path]:
         if len(found) > 1:
             listing = "; ".join(f"{d} ({fmt})" for fmt, d in found)
             raise ValueError(f"{path}: several datasets inside, pass one of them: {listing}")
+        looked += level
         level = [c for d in level for c in subdirs(d).values()]
+    from detseg.data.source import explain_nothing_found
+
     what = f"no {format} data" if format else "no known dataset format"
     hint = ""
     if path.parent != path and (parent_fmt := _match(path.parent, detectors)):
         hint = f" (its parent {path.parent} is {parent_fmt} data: pass that)"
-    raise ValueError(f"{path}: {what} found here or up to two folders below{hint}; {FORMAT_HINT}")
+    raise ValueError(f"{path}: {what} found here or up to two folders below{hint}; {FORMAT_HINT}\n"
+                     + explain_nothing_found(path, looked))
 
 
 def _locate_file(path: Path, format: str | None) -> tuple[str, Path]:
     from detseg.data.coco import looks_like_coco
+    from detseg.data.joints import JOINT_SUFFIXES, looks_like_joints
 
     suffix = path.suffix.lower()
     if format in (None, "coco") and suffix == ".json" and (format == "coco" or looks_like_coco(path)):
         return "coco", path
-    if format in (None, "lsp") and suffix == ".mat":
+    if format in (None, "lsp") and suffix in JOINT_SUFFIXES and (format == "lsp" or looks_like_joints(path)):
         return "lsp", path
     if format is not None and format != "coco":
         return locate(path.parent, format)
@@ -161,7 +178,8 @@ def is_shapes_spec(spec: str | Path) -> bool:
     return (s == "shapes" or s.startswith("shapes:")) and not Path(s).exists()
 
 
-DATA_OPTIONS = ("crop", "crop_scale", "crop_jitter", "crop_shift")
+DATA_OPTIONS = ("crop", "crop_scale", "crop_jitter", "crop_shift", "strict_images")
+TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
 def split_data_options(spec: str | Path) -> tuple[str | Path, dict[str, Any]]:
@@ -182,10 +200,49 @@ def split_data_options(spec: str | Path) -> tuple[str | Path, dict[str, Any]]:
             raise ValueError(f"{text}: data option {item!r}: expected key=value with key one of "
                              f"{', '.join(DATA_OPTIONS)}")
         try:
-            opts[key] = value.strip() if key == "crop" else float(value)
+            opts[key] = value.strip() if key == "crop" else _flag(value) if key == "strict_images" else float(value)
         except ValueError:
             raise ValueError(f"{text}: data option {key}: {value!r} is not a number") from None
     return head, opts
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text not in TRUE + FALSE:
+        raise ValueError(value)
+    return text in TRUE
+
+
+def open_data(spec: str | Path | None, split: Any = "train", val_fraction: float = 0.2, seed: int = 0,
+              task: str | None = None, format: str | None = None, images: str | Path | None = None,
+              annotations: str | Path | None = None) -> tuple[DetsegDataset, dict[str, Any], str]:
+    """``(native reader, data options, format)`` of a path, a dataset yaml, or explicit folders.
+
+    ``images``/``annotations`` (``--images``/``--annotations``) name the parts, ``spec`` then being
+    an optional root folder; a ``.yaml`` spec is a dataset file (:mod:`.source`), whose splits map
+    the split names to ranges or lists; anything else is located by content (:func:`locate`).
+    """
+    from detseg.data.source import (is_data_file, open_source, read_data_file, source_format,
+                                    source_from_flags)
+
+    spec, opts = split_data_options(spec) if spec is not None else (None, {})
+    src = None
+    if images is not None or annotations is not None:
+        root = None if spec is None or is_shapes_spec(spec) else spec
+        src = source_from_flags(root, images, annotations, format)
+    elif spec is not None and is_data_file(spec):
+        src = read_data_file(spec, DATA_OPTIONS)
+        opts = {**src.options, **opts}
+        src.format = format or src.format
+    if src is not None:
+        fmt = source_format(src)
+        if isinstance(split, str) and split in src.splits:
+            split = src.splits[split]
+        return open_source(src, split, val_fraction, seed), opts, fmt
+    if spec is None:
+        raise ValueError("no data: pass a path, a dataset yaml, or --images and --annotations")
+    fmt, root = locate(spec, format)
+    return open_reader(fmt, root, split, val_fraction, seed, task), opts, fmt
 
 
 def _crop_from(opts: dict[str, Any], crop: PersonCrop | str | None) -> PersonCrop | str | None:
@@ -206,7 +263,8 @@ def _crop_from(opts: dict[str, Any], crop: PersonCrop | str | None) -> PersonCro
 def build_dataset(spec: str | Path, split: str = "train", task: str | None = None,
                   transforms: Transform | None = None, val_fraction: float = 0.2, seed: int = 0,
                   format: str | None = None, crop: PersonCrop | str | None = None,
-                  train: bool = False) -> DetsegDataset:
+                  train: bool = False, images: str | Path | None = None,
+                  annotations: str | Path | None = None) -> DetsegDataset:
     """The dataset ``spec`` names, one split of it, serving ``task``.
 
     Args:
@@ -222,11 +280,14 @@ def build_dataset(spec: str | Path, split: str = "train", task: str | None = Non
         crop: ``"person"`` or a :class:`~detseg.data.adapt.PersonCrop`: serve ``pose`` data as
             square crops centred on each person (overrides the spec's ``crop`` options).
         train: this is a training set: a person crop's jitter applies (else crops are fixed).
+        images, annotations: the image folder and the annotations (XML folder, COCO json, joints
+            file, label-PNG folder) named explicitly; ``spec`` is then an optional root folder.
     """
     from detseg.data.split import is_list_split, split_range
 
-    rng = split_range(split)
-    if is_shapes_spec(spec):
+    explicit = images is not None or annotations is not None
+    if is_shapes_spec(spec) and not explicit:
+        rng = split_range(split)
         from detseg.data.shapes import ShapesDataset
 
         if rng is not None or is_list_split(split):
@@ -237,12 +298,12 @@ def build_dataset(spec: str | Path, split: str = "train", task: str | None = Non
         return ShapesDataset.from_spec(str(spec), split=split, task=task, transforms=transforms)
     from detseg.data.adapt import adapt, person_crop
 
-    spec, opts = split_data_options(spec)
+    reader, opts, _ = open_data(spec, split, val_fraction, seed, task, format, images, annotations)
     window = person_crop(_crop_from(opts, crop), train=train)
-    fmt, root = locate(spec, format)
-    ds = adapt(open_reader(fmt, root, split, val_fraction, seed, task), task, crop=window)
+    ds = adapt(reader, task, crop=window)
+    ds.strict_images = bool(opts.get("strict_images", False))
     ds.transforms = transforms
     return ds
 
 
-__all__ = ["DetsegDataset", "FORMATS", "build_dataset", "locate", "open_reader", "sniff_format"]
+__all__ = ["DetsegDataset", "FORMATS", "build_dataset", "locate", "open_data", "open_reader", "sniff_format"]

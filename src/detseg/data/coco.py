@@ -103,8 +103,9 @@ class COCODataset(SplitReader):
     """COCO: ``boxes``, ``labels`` and, where annotated, ``masks`` and ``keypoints``."""
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
-                 seed: int = 0, transforms: Transform | None = None):
+                 seed: int = 0, transforms: Transform | None = None, images: Path | None = None):
         super().__init__(root, split, val_fraction, seed, transforms)
+        self.image_root = Path(images) if images is not None else None  # named by a dataset yaml / --images
         base, files = coco_files(Path(root))
         if not files:
             raise ValueError(f"{root}: no COCO json (with \"images\" and \"annotations\") found")
@@ -197,6 +198,8 @@ class COCODataset(SplitReader):
 
     def _image_folder(self, base: Path, json_path: Path, images: list[dict]) -> Path:
         """The folder the ``file_name``s are relative to (the candidate holding most of the first 20)."""
+        if self.image_root is not None:
+            return self.image_root
         token = json_path.stem.split("_")[-1]
         split = split_word(json_path) or ""
         candidates = []

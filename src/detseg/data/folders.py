@@ -3,7 +3,9 @@
 Layouts: ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``, ``test/`` + ``testannot/`` (SegNet's
 CamVid, Badrinarayanan et al., "SegNet", TPAMI 2017; CamVid: Brostow et al., PRL 2009); any
 ``X/`` + ``Xannot|X_labels|X_masks/`` pair; and ``images/`` + ``labels|masks|annotations/``, with
-or without ``train``/``val``/``test`` sub-folders inside both. A label is a single-channel PNG
+or without ``train``/``val``/``test`` sub-folders inside both; and, by content whatever the names,
+any folder of images beside a folder of single-channel PNGs with the same stems (``rgb/`` + ``gt/``).
+A label is a single-channel PNG
 (``L`` or ``P`` mode) of class indices with the image's stem (optionally ``_mask``/``_label``/
 ``_L``/``_gt`` appended) and the image's size (else Problem, sample skipped).
 
@@ -21,6 +23,7 @@ the base of :class:`SegFolders` and of PASCAL VOC's ``SegmentationClass`` reader
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ LABEL_SUFFIXES = ("annot", "_annot", "annotations", "_labels", "labels", "_label
 LABEL_DIRS = ("labels", "masks", "annotations", "annot", "gt", "segmentations", "labels_png")
 STEM_SUFFIXES = ("", "_mask", "_label", "_labels", "_L", "_gt", "_annot", "_seg")
 SPLIT_NAMES = ("train", "val", "test", *SPLIT_ALIASES)
+MAX_SNIFF_DIRS = 32  # sub-folders tried as image/label pairs by content
 
 
 @dataclass
@@ -59,8 +63,34 @@ def seg_folder_pairs(root: Path) -> list[FolderPair]:
     root = Path(root)
     if not root.is_dir():
         return []
-    pairs = _suffix_pairs(root) or _images_labels_pairs(root)
-    return [p for p in pairs if _has_matching_label(p)]
+    pairs = [p for p in _suffix_pairs(root) or _images_labels_pairs(root) if _has_matching_label(p)]
+    return pairs or _stem_pairs(root)
+
+
+def _stem_pairs(root: Path) -> list[FolderPair]:
+    """Any two sub-folders, one of images and one of single-channel PNGs named like them
+    (``rgb/`` + ``gt/``): found by content when no folder name says which is which."""
+    dirs = list(subdirs(root).values())[:MAX_SNIFF_DIRS]
+    label_dirs = [d for d in dirs if is_label_folder(d)]
+    for labels in label_dirs:
+        for images in dirs:
+            pair = FolderPair(None, images, labels)
+            if images != labels and not is_label_folder(images) and _has_matching_label(pair):
+                return [pair]
+    return []
+
+
+def is_label_folder(folder: Path) -> bool:
+    """Whether the first PNG in ``folder`` is single-channel (``L``/``P``: class indices)."""
+    try:
+        with os.scandir(folder) as it:
+            first = next((Path(e.path) for e in it if e.name.lower().endswith(".png") and e.is_file()), None)
+        if first is None:
+            return False
+        with Image.open(first) as im:
+            return im.mode in ("L", "P")
+    except (OSError, ValueError):
+        return False
 
 
 def _split_of(name: str) -> str | None:
@@ -186,9 +216,13 @@ class SegFolders(LabelPngReader):
     """Semantic segmentation from image/label-PNG folder pairs: ``sem_seg`` per image."""
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
-                 seed: int = 0, transforms: Transform | None = None):
+                 seed: int = 0, transforms: Transform | None = None, images: Path | None = None,
+                 labels: Path | None = None, classes: list[str] | None = None):
         super().__init__(root, split, val_fraction, seed, transforms)
-        pairs = seg_folder_pairs(Path(root))
+        if (images is None) != (labels is None):
+            raise ValueError(f"{root}: image/label folders: name both the images and the labels folder")
+        pairs = [FolderPair(None, Path(images), Path(labels))] if images is not None else seg_folder_pairs(Path(root))
+        self.listed_classes = classes
         if not pairs:
             raise ValueError(f"{root}: no image/label folder pairs (e.g. train/ + trainannot/, "
                              "images/ + labels/) with matching PNG labels found")
@@ -212,9 +246,11 @@ class SegFolders(LabelPngReader):
                  samples: dict[str, tuple[Path, Path | None]]) -> np.ndarray:
         """Fill ``seg_classes``; return the ``uint8 [256]`` map from label value to class index."""
         value_map = np.full(256, IGNORE_INDEX, np.uint8)
-        listed = read_classes_file(root)
+        listed, source = self.listed_classes, "the dataset file"
+        if listed is None:
+            listed, source = read_classes_file(root), "classes file"
         if listed is not None:
-            self.seg_classes, self.classes_source = listed, "classes file"
+            self.seg_classes, self.classes_source = list(listed), source
         elif self._is_segnet_camvid(pairs, samples):
             self.seg_classes = list(CAMVID_CLASSES)
             self.classes_source = "SegNet CamVid (11 classes, 11 = void -> ignored)"

@@ -1,12 +1,15 @@
-"""Leeds Sports Pose (LSP) and LSP-extended (LSPET) reader: ``joints.mat`` + ``images/``.
+"""Leeds Sports Pose (LSP) and LSP-extended (LSPET) reader: a joints file + a folder of images.
 
 Johnson & Everingham, "Clustered Pose and Nonlinear Appearance Models for Human Pose Estimation",
 BMVC 2010 (LSP, 2000 images) and "Learning Effective Human Pose Estimation from Inaccurate
 Annotation", CVPR 2011 (LSPET, 10,000 images). 14 joints in the order of
 :data:`detseg.structures.LSP_KEYPOINTS`; one person per image.
 
-The matrix ``joints`` comes in two layouts, told apart by its shape, whose third row means
-opposite things (as e.g. HMR's ``lsp_to_tfrecords.py`` also handles it):
+The joints file is ``joints.mat`` or the same array as ``.npy``, ``.json`` or ``.csv`` (found by
+content: :mod:`detseg.data.joints`, which also reads the row-per-image ``(N, 14, 3)`` layout); the
+images are ``images/`` beside it, else the one sub-folder of images, else the file's own folder.
+The matrix comes in two original layouts, told apart by its shape, whose third row means opposite
+things (as e.g. HMR's ``lsp_to_tfrecords.py`` also handles it):
 
 - LSP ``(3, 14, N)``, images ``im0001.jpg``: row 3 is an *occlusion* flag, 0 = visible,
   1 = occluded. Every joint of LSP was clicked, occluded ones at their estimated position, so an
@@ -19,7 +22,9 @@ Coordinates are used as written. A labelled joint outside the image is kept and 
 Problem. The person box is the extent of the labelled joints plus a margin (15% of its longer
 side; the joints stop short of the head's and feet's outline), clipped to the image. Annotation
 ``i`` belongs to the image numbered ``i + 1`` (file numbers, so a missing file drops only its
-sample); the counts of images and annotations are checked.
+sample); where the names carry no such numbers (renamed files, a slice of a larger set) and the
+counts match, images pair with the joints in sorted order (a Problem says so); a json/csv that
+lists image names pairs by name. The counts of images and annotations are checked.
 
 Splits: the original 2000-image LSP has its own (first 1000 train, last 1000 test); LSPET and
 subsets have none -> the hash split of :mod:`detseg.data.split`.
@@ -36,39 +41,42 @@ import torch
 from torch import Tensor
 
 from detseg.data.base import Transform, image_size, read_image
-from detseg.data.split import SplitReader, child, header_error, list_images
+from detseg.data.joints import JOINT_SUFFIXES, find_joints, load_joints
+from detseg.data.split import SplitReader, child, header_error, list_images, subdirs
 from detseg.structures import LSP_FLIP_PAIRS, LSP_KEYPOINTS
 
 BOX_MARGIN = 0.15
 NUMBER = re.compile(r"(\d+)$")
+LSP_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-def load_joints(path: Path) -> tuple[np.ndarray, str]:
-    """``joints.mat`` -> ``(float32 [N, 14, 3] with v in {0, 1, 2}, layout "lsp" | "lspet")``."""
-    import scipy.io
+def image_folder(folder: Path, n: int) -> Path:
+    """The image folder beside a joints file in ``folder``: ``images/``, else the one sub-folder
+    of images (the one holding ``n`` images where several do), else ``folder`` itself."""
+    named = child(folder, "images")
+    if named is not None:
+        return named
+    with_images = [d for d in subdirs(folder).values() if _n_images(d)]
+    if len(with_images) > 1:
+        with_images = [d for d in with_images if _n_images(d) == n] or with_images
+    return with_images[0] if with_images and not _n_images(folder) else folder
 
+
+def _n_images(folder: Path) -> int:
     try:
-        mat = scipy.io.loadmat(str(path))
-    except (OSError, ValueError, NotImplementedError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
-    if "joints" not in mat:
-        have = ", ".join(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: joints: no variable 'joints' (found: {have or 'nothing'})")
-    j = np.asarray(mat["joints"], dtype=np.float64)
-    if j.ndim == 2:  # MATLAB drops a trailing singleton: one image
-        j = j[..., None]
-    k = len(LSP_KEYPOINTS)
-    if j.shape[:2] == (3, k):
-        xy, occluded = j[:2].transpose(2, 1, 0), j[2].T  # [N, 14, 2], [N, 14]
-        v = np.where(occluded > 0.5, 1.0, 2.0)
-        layout = "lsp"
-    elif j.shape[:2] == (k, 3):
-        xy, visible = j[:, :2].transpose(2, 0, 1), j[:, 2].T
-        v = np.where(visible > 0.5, 2.0, 0.0)
-        layout = "lspet"
-    else:
-        raise ValueError(f"{path}: joints: shape {j.shape}, expected (3, 14, N) (LSP) or (14, 3, N) (LSPET)")
-    return np.concatenate([xy, v[..., None]], axis=-1).astype(np.float32), layout
+        return sum(1 for p in folder.iterdir() if p.suffix.lower() in LSP_IMAGE_EXTS)
+    except OSError:
+        return 0
+
+
+def lsp_source(root: Path) -> tuple[Path, Path] | None:
+    """``(joints file, image folder)`` of an LSP-style folder or joints file, else None."""
+    root = Path(root)
+    joints = root if root.is_file() else find_joints(root)
+    if joints is None:
+        return None
+    folder = image_folder(joints.parent, -1)  # the count is only known once the file is read
+    return (joints, folder) if _n_images(folder) else None
 
 
 def person_box(kps: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -88,38 +96,58 @@ class LSPDataset(SplitReader):
     target_keys = ("boxes", "labels", "keypoints")
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
-                 seed: int = 0, transforms: Transform | None = None):
+                 seed: int = 0, transforms: Transform | None = None, joints: Path | None = None,
+                 images: Path | None = None):
         super().__init__(root, split, val_fraction, seed, transforms)
-        mat = Path(root) if Path(root).is_file() else Path(root) / "joints.mat"
-        if not mat.is_file():
-            raise ValueError(f"{root}: no joints.mat (LSP/LSPET) found")
-        images_dir = child(mat.parent, "images") or mat.parent
-        joints, self.layout = load_joints(mat)
+        if joints is None:
+            found = lsp_source(Path(root))
+            if found is None:
+                raise ValueError(f"{root}: no LSP joints file ({', '.join(JOINT_SUFFIXES)}) with an "
+                                 "image folder beside it found")
+            joints = found[0]
+        mat = Path(joints)
+        kps, self.layout, names = load_joints(mat)
+        images_dir = Path(images) if images is not None else image_folder(mat.parent, len(kps))
         self.name = "lsp" if self.layout == "lsp" else "lspet"
         self.classes = ["person"]
         self.seg_classes = ["background", "person"]
         self.keypoint_names = list(LSP_KEYPOINTS)
         self.flip_pairs = [tuple(p) for p in LSP_FLIP_PAIRS]
-        by_index = self._match_images(mat, images_dir, len(joints))
+        by_index = self._match_images(mat, images_dir, len(kps), names)
         index_of = {by_index[i].name: i for i in sorted(by_index)}
         keys = list(index_of)
         own = None
-        if self.layout == "lsp" and len(joints) == 2000:  # the original release's split
+        if self.layout == "lsp" and len(kps) == 2000:  # the original release's split
             own = {"train": [k for k, i in index_of.items() if i < 1000],
                    "test": [k for k, i in index_of.items() if i >= 1000]}
         self.keypoints: list[np.ndarray] = []
         self.boxes: list[np.ndarray] = []
         self.image_ids: list[int] = []
         self.index_samples(self.select(keys, own),
-                           lambda k: self._add(by_index[index_of[k]], joints[index_of[k]], index_of[k]))
+                           lambda k: self._add(by_index[index_of[k]], kps[index_of[k]], index_of[k]))
 
-    def _match_images(self, mat: Path, folder: Path, n: int) -> dict[int, Path]:
-        """Annotation index -> image file, by the number in the file name (else sorted order)."""
-        images = [p for p in list_images(folder) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    def _match_images(self, mat: Path, folder: Path, n: int, names: list[str] | None = None) -> dict[int, Path]:
+        """Annotation index -> image file: by the names the joints file lists; else by the number
+        in the file name (``im0001`` is index 0); else, when the numbers do not fit and the counts
+        match (a renamed set, a slice of a larger one), in sorted order, with a Problem saying so."""
+        images = [p for p in list_images(folder) if p.suffix.lower() in LSP_IMAGE_EXTS]
+        if names is not None:
+            by_name = {p.name: p for p in images} | {p.stem: p for p in images}
+            by_index = {i: by_name[m] for i, m in enumerate(names) if m in by_name}
+            lost = [m for m in names if m not in by_name]
+            if lost:
+                self.problem(mat, "images", f"{len(lost)} listed image(s) not in {folder} (first: "
+                             f"{lost[0]}): skipped")
+            return by_index
         numbers = [NUMBER.search(p.stem) for p in images]
+        by_index = {}
         if images and all(numbers):
             by_index = {int(m.group(1)) - 1: p for m, p in zip(numbers, images)}  # type: ignore[union-attr]
-        else:
+        if not by_index or (len(images) == n and any(not 0 <= i < n for i in by_index)):
+            if len(images) == n:
+                self.problem(mat, "joints", f"the image names in {folder} do not follow LSP's numbering "
+                             f"(im0001 = the first joints, e.g. {images[0].name}): {n} images paired "
+                             "with the joints in sorted order")
             by_index = dict(enumerate(images))
         extra = sorted(i for i in by_index if not 0 <= i < n)
         missing = [i for i in range(n) if i not in by_index]

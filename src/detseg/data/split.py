@@ -111,6 +111,15 @@ def take_list(keys: list[str], split: str, where: str = "data", field: str = "sp
     have = {sample_name(k) for k in keys}
     if entries and entries[0] not in have and Path(split).suffix.lower() == ".csv":
         entries = entries[1:]  # the header row ("filename,width,...")
+    return take_names(keys, entries, split, where, field)
+
+
+def take_names(keys: list[str], names: list[str], split: str = "list", where: str = "data",
+               field: str = "split") -> list[str]:
+    """The keys (in ``keys``' order) named by ``names`` (file names or stems, e.g. a dataset
+    yaml's split list); :class:`SplitError` naming those that match no sample."""
+    entries = [sample_name(e) for e in names]
+    have = {sample_name(k) for k in keys}
     missing = [e for e in dict.fromkeys(entries) if e not in have]
     if missing:
         raise SplitError(f"{where}: {field} {split}: {len(missing)} listed name(s) match no sample of "
@@ -196,11 +205,15 @@ class SplitReader(DetsegDataset):
     task: str = "detection"  # the native task of the data; readers override
     target_keys: tuple[str, ...] = ("boxes", "labels")
 
-    def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
+    def __init__(self, root: str | Path, split: str | list[str] = "train", val_fraction: float = 0.2,
                  seed: int = 0, transforms: Transform | None = None):
         super().__init__(transforms)
-        self.range = split_range(split)  # (A, B) for an index-range split, else None
-        self.list_file = str(split) if is_list_split(split) else None
+        # A dataset yaml may list a split's image names inline: the split is that list.
+        self.names = [str(n) for n in split] if isinstance(split, (list, tuple)) else None
+        if self.names is not None:
+            split = "list"
+        self.range = None if self.names is not None else split_range(split)  # (A, B) or None
+        self.list_file = str(split) if self.names is None and is_list_split(split) else None
         self.root = str(root)
         self.name = Path(root).name if Path(root).is_dir() else Path(root).stem
         self.split = split
@@ -216,7 +229,7 @@ class SplitReader(DetsegDataset):
     @property
     def base_split(self) -> str:
         """The named split the reader must load: ``all`` for a range or a list, else ``split``."""
-        return "all" if self.range is not None or self.list_file else self.split
+        return "all" if self.range is not None or self.list_file or self.names is not None else self.split
 
     def __len__(self) -> int:
         return len(self.files)
@@ -228,6 +241,8 @@ class SplitReader(DetsegDataset):
         list file takes the keys it names.
         """
         self.split_keys, self.split_source = resolve_splits(keys, own, self.val_fraction, self.seed)
+        if self.names is not None:
+            return take_names(self.split_keys["all"], self.names, "list", self.root)
         if self.list_file:
             return take_list(self.split_keys["all"], self.list_file, self.root)
         if self.range is not None:

@@ -1,9 +1,11 @@
 """PASCAL VOC reader: ``Annotations/*.xml`` + images, and ``SegmentationClass`` palette PNGs.
 
 Format: Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, and the
-VOC devkit documentation. Layouts found in the wild are all accepted: ``Annotations`` +
-``JPEGImages`` (+ ``ImageSets/Main``), lower-case ``annotations`` + ``images`` (raccoon, labelImg),
-XML files beside their images, and ``VOCdevkit/VOC2007`` nesting (found by the sniffer).
+VOC devkit documentation. The folders are found by content, not by name (:func:`voc_layout`): a
+folder whose first XML files have an ``<annotation>`` root, and a folder of images with the same
+stems (``Annotations`` + ``JPEGImages`` + ``ImageSets/Main``, raccoon's ``annotations`` +
+``images``, ``xml/`` + ``images/``, ``boxes/`` + ``jpgs/``, XML beside the images as labelImg
+writes them, ``VOCdevkit/VOC2007`` nesting); a dataset yaml may name both.
 
 Coordinates: VOC pixel indices are 1-based and inclusive; like Detectron2 (``pascal_voc.py``) the
 box becomes ``[xmin - 1, ymin - 1, xmax, ymax]`` — 0-based with x2/y2 exclusive. A 0 written by a
@@ -21,6 +23,7 @@ sorted names found in all XML files (all splits, so train and val agree).
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +36,8 @@ from torch import Tensor
 
 from detseg.data.base import Transform, image_size, read_image
 from detseg.data.folders import LabelPngReader
-from detseg.data.split import (SplitReader, child, find_image, header_error, list_images,
-                               read_classes_file)
+from detseg.data.split import (SplitReader, child, find_image, header_error, read_classes_file,
+                               subdirs)
 from detseg.structures import IGNORE_INDEX, Problem
 
 VOC_CLASSES = (
@@ -42,8 +45,9 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )
-ANNOTATION_DIRS = ("Annotations", "annotations", "Annotation", "xml", "labels")
-IMAGE_DIRS = ("JPEGImages", "images", "Images", "img", "imgs", "PNGImages")
+ANNOTATION_DIRS = ("Annotations", "annotations", "Annotation", "xml", "labels", "ann", "boxes")
+IMAGE_DIRS = ("JPEGImages", "images", "Images", "img", "imgs", "jpgs", "PNGImages")
+SNIFF_FILES = 3  # XML files read (first 2 KB each) to recognise a VOC folder
 BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 
@@ -58,29 +62,91 @@ class VocLayout:
     image_sets: Path | None = None
 
 
-def voc_layout(root: Path) -> VocLayout | None:
-    """The VOC parts under ``root``, or None when it is no VOC folder."""
+def voc_layout(root: Path, annotations: Path | None = None, images: Path | None = None) -> VocLayout | None:
+    """The VOC parts under ``root``, or None when it is no VOC folder.
+
+    Found by content, not by folder names: the annotation folder is the first folder (the usual
+    names first, then every sub-folder, then ``root`` itself) whose first XML files have an
+    ``<annotation>`` root element; the image folder is the first one holding images whose stems
+    match those XML files (``JPEGImages``/``images`` first, then any sub-folder, then the XML
+    folder: labelImg writes the XML beside its images). ``annotations``/``images`` name them
+    explicitly (a dataset yaml, ``--images``/``--annotations``).
+    """
     root = Path(root)
     if not root.is_dir():
         return None
-    ann = next((d for d in (child(root, n) for n in ANNOTATION_DIRS)
-                if d is not None and any(d.glob("*.xml"))), None)
-    if ann is None and any(root.glob("*.xml")) and list_images(root):
-        ann = root  # labelImg's default: XML files beside their images
-    images = child(root, *IMAGE_DIRS)
-    if images is None and ann is not None and list_images(ann):
-        images = ann
+    ann = annotations if annotations is not None else find_xml_folder(root)
+    if images is None and ann is not None:
+        images = find_image_folder(root, ann)
     seg = child(root, "SegmentationClass")
     if seg is not None and not any(seg.glob("*.png")):
         seg = None
+    if images is None and seg is not None:
+        images = child(root, *IMAGE_DIRS)
     if ann is None and (seg is None or images is None):
-        return None
-    if ann is not None and not _looks_like_voc_xml(next(ann.glob("*.xml"))):
         return None
     return VocLayout(root, ann, images, seg, child(root, "ImageSets"))
 
 
+def _candidate_dirs(root: Path, first: tuple[str, ...]) -> list[Path]:
+    """``root``'s sub-folders, those named like ``first`` (any case) before the others."""
+    subs = subdirs(root)
+    named = [subs[n.lower()] for n in first if n.lower() in subs]
+    return list(dict.fromkeys(named + list(subs.values())))
+
+
+def sample_xml(folder: Path, k: int = SNIFF_FILES) -> list[Path]:
+    """Up to ``k`` ``*.xml`` files of ``folder`` in listing order (stops early: no full listing
+    of a folder of 100k files once ``k`` are found)."""
+    found: list[Path] = []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.lower().endswith(".xml") and e.is_file():
+                    found.append(Path(e.path))
+                    if len(found) >= k:
+                        break
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def is_xml_folder(folder: Path) -> bool:
+    """Whether ``folder``'s first XML files all have an ``<annotation>`` root element."""
+    xmls = sample_xml(folder)
+    return bool(xmls) and all(_looks_like_voc_xml(p) for p in xmls)
+
+
+def find_xml_folder(root: Path) -> Path | None:
+    """The folder of VOC XML files in or at ``root`` (sub-folders first), else None."""
+    for d in [*_candidate_dirs(root, ANNOTATION_DIRS), root]:
+        if is_xml_folder(d):
+            return d
+    return None
+
+
+def find_image_folder(root: Path, ann: Path) -> Path | None:
+    """The folder holding images named like the first XML files of ``ann`` (else the first
+    conventionally named image folder, so the reader can say which images are missing)."""
+    stems = [p.stem for p in sample_xml(ann)]
+    for d in dict.fromkeys([*_candidate_dirs(root, IMAGE_DIRS), ann, root]):
+        if any(find_image(d, s) is not None for s in stems):
+            return d
+    return child(root, *IMAGE_DIRS)
+
+
+def voc_why_not(root: Path) -> str:
+    """Why ``root`` is no VOC folder (for the 'nothing found' error)."""
+    ann = find_xml_folder(root)
+    if ann is None:
+        other = next((d for d in [root, *subdirs(root).values()] if sample_xml(d, 1)), None)
+        where = f" (the XML files in {other} have another root element)" if other else ""
+        return f"no folder of .xml files with an <annotation> root{where}"
+    return f"XML files in {ann}, but no folder of images named like them"
+
+
 def _looks_like_voc_xml(path: Path) -> bool:
+    """Only the first bytes are read: the root element follows the XML declaration and comments."""
     try:
         with open(path, "rb") as f:
             head = f.read(2048)
@@ -187,12 +253,14 @@ class VOCDetection(SplitReader):
     target_keys = ("boxes", "labels")
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.2,
-                 seed: int = 0, transforms: Transform | None = None):
+                 seed: int = 0, transforms: Transform | None = None, annotations: Path | None = None,
+                 images: Path | None = None, classes: list[str] | None = None):
         super().__init__(root, split, val_fraction, seed, transforms)
-        layout = voc_layout(Path(root))
+        layout = voc_layout(Path(root), annotations, images)
         if layout is None or layout.annotations is None:
-            raise ValueError(f"{root}: no PASCAL VOC annotations (Annotations/*.xml) found")
+            raise ValueError(f"{root}: no PASCAL VOC annotations (a folder of *.xml files) found")
         self.layout = layout
+        self.listed_classes = classes
         xmls = sorted(layout.annotations.glob("*.xml"))
         records = {p.stem: parse_voc_xml(p) for p in xmls}
         keys = list(records)
@@ -210,9 +278,11 @@ class VOCDetection(SplitReader):
         self.index_samples(chosen, lambda k: self._add(records[k], index[k]))
 
     def _classes(self, records: dict[str, VocRecord]) -> list[str]:
-        listed = read_classes_file(self.layout.root)
+        listed, source = self.listed_classes, "the dataset file"
+        if listed is None:
+            listed, source = read_classes_file(self.layout.root), "classes file"
         if listed is not None:
-            self.classes_source = "classes file"
+            self.classes_source = source
             return listed
         names = {o.name for r in records.values() for o in r.objects}
         if names and names <= set(VOC_CLASSES):

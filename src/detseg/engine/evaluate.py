@@ -35,7 +35,7 @@ def evaluate(model, dataset, task, batch: int = 8, device: torch.device | str | 
     """
     from tqdm import tqdm
 
-    from detseg.data.base import collate
+    from detseg.data.base import collate, take_problems
 
     device = torch.device(device) if device is not None else model.device
     if evaluator is None:
@@ -49,6 +49,7 @@ def evaluate(model, dataset, task, batch: int = 8, device: torch.device | str | 
     n = 0
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=quiet, dynamic_ncols=True,
                                 mininterval=1.0):
+        take_problems(targets, dataset)  # unreadable images skipped (in a worker, maybe)
         images_d, targets_d = to_device(images, targets, device)
         out = model(images_d, targets_d)
         preds = [{k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in p.items()}

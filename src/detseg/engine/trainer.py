@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from detseg.data.base import skipped_images, take_problems
 from detseg.engine import distributed as dist_utils
 from detseg.engine.evaluate import evaluate, to_device
 from detseg.engine.hooks import (ArgsWriter, CheckpointHook, CurvesPlotter, Hook, MetricsLogger, SamplesDrawer,
@@ -58,6 +59,8 @@ class TrainConfig:
     train_split: str = "train"  # a split name or an index range "A:B" (see detseg.data.split)
     val_split: str = "val"
     format: str | None = None
+    images: str | None = None  # image folder named explicitly (--images); data is then a root or unused
+    annotations: str | None = None  # XML folder | COCO json | joints file | label-PNG folder
     weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
     freeze_backbone: bool = False
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
@@ -236,7 +239,11 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), last)
+        sets = [ds for ds in (self.train_set, self.val_set) if ds is not None]
+        found = [skipped_images(ds) for ds in sets]
         return {
+            "skipped_images": sorted({f for s, _ in found for f in s}),
+            "truncated_images": sorted({f for _, t in found for f in t}),
             "model": self.cfg.model, "data": self.cfg.data, "task": self.task.name,
             "epochs": len(self.history), "main_metric": self.task.main_metric,
             "best_epoch": self.best_epoch, "best": best, "final": last,
@@ -246,6 +253,7 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
     def fit(self) -> Path:
         main = dist_utils.is_main()
+        known = [len(ds.problems) if ds is not None else 0 for ds in (self.train_set, self.val_set)]
         if main:
             for ds in (self.train_set, self.val_set):
                 if ds is not None:
@@ -293,6 +301,9 @@ class Trainer:
         if main:
             for h in self.hooks:
                 h.after_train(self)
+            for ds, n in zip((self.train_set, self.val_set), known):
+                if ds is not None and len(ds.problems) > n:  # found while decoding: say so once more
+                    ds.warn_problems()
         return self.run_dir
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -307,6 +318,7 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=cfg.quiet or not dist_utils.is_main(), dynamic_ncols=True, mininterval=1.0)
         for images, targets in bar:
+            take_problems(targets, self.train_set)  # unreadable images a worker skipped
             images, targets = to_device(images, targets, self.device)
             with torch.autocast(self.device.type, dtype=amp_dtype, enabled=cfg.amp):
                 out = self.model(images, targets)
@@ -364,7 +376,8 @@ def build_datasets(cfg: TrainConfig, task: str):
     check_split(cfg.val_split, "val_split")
     # The split seed stays 0 (the canonical split `detseg eval` also uses): a different training
     # --seed must not move validation images into the training set.
-    common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format)
+    common = dict(task=task, val_fraction=cfg.val_fraction, seed=0, format=cfg.format,
+                  images=cfg.images, annotations=cfg.annotations)
     try:  # train=True: data-option crop jitter applies to this set only
         train = build_dataset(cfg.data, split=cfg.train_split, train=True, **common)
     except SplitError as e:  # e.g. a range past the end of the data: name the option
