@@ -37,6 +37,31 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
+def safe_output_name(out_dir: str | Path, name: str) -> Path:
+    """``out_dir / name`` for a file name that came from outside (an input file, a client, a
+    checkpoint), kept inside ``out_dir``.
+
+    Only the last component of ``name`` is used (``/`` and ``\\`` both separate), so
+    ``../../etc/x.png``, ``/etc/x.png`` and ``..\\x.png`` all become ``out_dir/x.png``. A symlink of that name
+    in ``out_dir`` pointing elsewhere is refused, so no writer can be led out through it.
+
+    Raises:
+        ValueError: naming ``name``, when nothing usable is left (empty, ``.``, ``..``), it holds
+            a NUL or another control character, or the path would resolve outside ``out_dir``.
+    """
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(name)):
+        raise ValueError(f"{name!r}: output name: holds a control character")
+    if base in ("", ".", ".."):
+        raise ValueError(f"{name!r}: output name: no file name left once folders are dropped")
+    root = Path(out_dir)
+    path = root / base
+    # The joined path must resolve to a direct child of out_dir (catches a planted symlink).
+    if path.resolve(strict=False).parent != root.resolve(strict=False):
+        raise ValueError(f"{name!r}: output name: would leave the output folder {root}")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
