@@ -4,13 +4,13 @@
     python benchmarks/reliability.py --iters 200 --warmup 60 --no-write   # a quick look
 
 Trains a tiny ``fcn`` (width 16) on the shapes world (32 px, batch 4, full augmentation, CPU)
-with the default hooks — checkpoints, metrics files, curves and sample drawings every epoch, validation every
-``--val-every`` epochs — and reads the process's resident set size (``VmRSS`` of
-``/proc/self/status``) every 10 iterations. The reference is the first RSS sample after ``--warmup``
-iterations (by then the shapes cache is full, and one validation and every hook have run); the figure
-is the largest departure from it afterwards, in percent. Writes a record to
-``benchmarks/results/reliability.json`` (replacing the one of the same case). Memory figures do not
-depend on the CPU being shared; the seconds do.
+with the default hooks — checkpoints, metrics files, curves and sample drawings every epoch,
+validation every ``--val-every`` epochs — and reads the process's resident set size (``VmRSS`` of
+``/proc/self/status``) every 10 iterations. The reference is the first RSS sample after
+``--warmup`` iterations (by then the shapes cache is full, and one validation and every hook have
+run); the figure is the largest departure from it afterwards, in percent. Writes a record to
+``benchmarks/results/reliability.json`` (replacing the one of the same case). Memory figures do
+not depend on the CPU being shared; the seconds do.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Files in and out: atomic writes, and the image files an input list names.
+"""Files in and out: atomic writes, safe output names, and the image files an input list names.
 
 Every file detseg writes goes to a temporary name first, then is renamed: a run killed at any
-moment leaves either the old file or the new one, never half of one.
+moment leaves either the old file or the new one, never half of one. Output names derived from
+outside input (file names, a client's upload, a checkpoint) go through :func:`safe_output_name`,
+so they cannot leave the output folder.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def safe_output_name(out_dir: str | Path, name: str) -> Path:
     checkpoint), kept inside ``out_dir``.
 
     Only the last component of ``name`` is used (``/`` and ``\\`` both separate), so
-    ``../../etc/x.png``, ``/etc/x.png`` and ``..\\x.png`` all become ``out_dir/x.png``. A symlink of that name
-    in ``out_dir`` pointing elsewhere is refused, so no writer can be led out through it.
+    ``../../etc/x.png``, ``/etc/x.png`` and ``..\\x.png`` all become ``out_dir/x.png``. A symlink
+    of that name in ``out_dir`` pointing elsewhere is refused, so no writer is led out through it.
 
     Raises:
         ValueError: naming ``name``, when nothing usable is left (empty, ``.``, ``..``), it holds
