@@ -31,6 +31,13 @@ INTROS: dict[str, str] = {
         "summary statistic from pycocotools'. The `faster-coco-eval (eval only)` row times the "
         "COCO dicts -> stats stage alone."
     ),
+    "reliability": (
+        "Resident memory over a long CPU training run (`benchmarks/reliability.py`, issue 17): a "
+        "tiny FCN on the shapes world with every hook on (checkpoints, metrics, curves, samples, "
+        "validation every 5 epochs). `rss_after_warmup_mib` is the first sample after "
+        "`warmup_iterations`; `growth_max_pct` the largest departure from it afterwards (the "
+        "acceptance bound is 5 %). Memory does not depend on the shared CPU; `seconds` does."
+    ),
     "train_budget": (
         "Validation metric reached on the shapes world for a training budget on the 2-core CPU "
         "machine (`train_seconds` excludes evaluation). These runs chose the recipes of "

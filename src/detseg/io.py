@@ -1,7 +1,10 @@
-"""Files in and out: atomic writes, and the image (and video) files an input list names.
+"""Files in and out: atomic writes, safe output names, and the image (and video) files an input
+list names.
 
 Every file detseg writes goes to a temporary name first, then is renamed: a run killed at any
-moment leaves either the old file or the new one, never half of one.
+moment leaves either the old file or the new one, never half of one. Output names derived from
+outside input (file names, a client's upload, a checkpoint) go through :func:`safe_output_name`,
+so they cannot leave the output folder.
 """
 
 from __future__ import annotations
@@ -53,6 +56,31 @@ def expand_inputs(inputs: list[str], exts: tuple[str, ...] = IMAGE_EXTS) -> list
     if not files:
         raise ValueError(f"no images found in {' '.join(inputs)}")
     return list(dict.fromkeys(files))
+
+
+def safe_output_name(out_dir: str | Path, name: str) -> Path:
+    """``out_dir / name`` for a file name that came from outside (an input file, a client, a
+    checkpoint), kept inside ``out_dir``.
+
+    Only the last component of ``name`` is used (``/`` and ``\\`` both separate), so
+    ``../../etc/x.png``, ``/etc/x.png`` and ``..\\x.png`` all become ``out_dir/x.png``. A symlink
+    of that name in ``out_dir`` pointing elsewhere is refused, so no writer is led out through it.
+
+    Raises:
+        ValueError: naming ``name``, when nothing usable is left (empty, ``.``, ``..``), it holds
+            a NUL or another control character, or the path would resolve outside ``out_dir``.
+    """
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(name)):
+        raise ValueError(f"{name!r}: output name: holds a control character")
+    if base in ("", ".", ".."):
+        raise ValueError(f"{name!r}: output name: no file name left once folders are dropped")
+    root = Path(out_dir)
+    path = root / base
+    # The joined path must resolve to a direct child of out_dir (catches a planted symlink).
+    if path.resolve(strict=False).parent != root.resolve(strict=False):
+        raise ValueError(f"{name!r}: output name: would leave the output folder {root}")
+    return path
 
 
 @contextmanager

@@ -39,3 +39,79 @@ def test_refuses_pickled_objects(tmp_path):
         pickle.dump({"format": "detseg-checkpoint-1", "x": Evil()}, f)
     with pytest.raises(CheckpointError):
         load_checkpoint(p)
+
+
+class WritesFile:
+    """A pickle payload that, unpickled without the safe loader, writes a file."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.write_text, (Path(self.target), "pwned"))
+
+
+def _evil_files(tmp_path, target):
+    payload = {"format": "detseg-checkpoint-1", "builder": "fcn", "model": WritesFile(target)}
+    zipped, raw = tmp_path / "evil_zip.pt", tmp_path / "evil_raw.pt"
+    torch.save(payload, zipped)  # torch's zip format
+    with open(raw, "wb") as f:
+        pickle.dump(payload, f)  # a bare pickle (torch's legacy format)
+    return zipped, raw
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_checkpoint_writes_no_file(tmp_path):
+    from detseg.engine.checkpoint import load_model
+
+    # The payload is real: an unsafe load writes the file.
+    proof = tmp_path / "proof.txt"
+    pickle.loads(pickle.dumps(WritesFile(proof)))
+    assert proof.read_text() == "pwned"
+
+    target = tmp_path / "pwned.txt"
+    for path in _evil_files(tmp_path, target):
+        for load in (load_checkpoint, load_model):
+            with pytest.raises(CheckpointError, match=rf"{path.name}: checkpoint: refused by the safe "
+                                                      r"loader \(weights_only=True\).*nothing in it was run"):
+                load(path)
+        assert not target.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_checkpoint_refused_by_resume_and_cli(tmp_path, capsys):
+    from detseg.cli.main import main
+    from detseg.engine.trainer import TrainConfig, Trainer
+
+    target = tmp_path / "pwned.txt"
+    zipped, _ = _evil_files(tmp_path, target)
+    run = tmp_path / "runs" / "fcn" / "train1"
+    run.mkdir(parents=True)
+    zipped.rename(run / "last.pt")
+    with pytest.raises(CheckpointError, match="refused by the safe loader"):
+        Trainer(TrainConfig(model="fcn", data="shapes:size=32,n=8", device="cpu", quiet=True,
+                            resume=str(run)))
+    assert main(["eval", str(run / "last.pt"), "--data", "shapes:size=32,n=8"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: checkpoint: refused by the safe loader" in err and "Traceback" not in err
+    assert not target.exists()
+
+
+def test_resumed_checkpoint_cannot_move_the_run_folder(tmp_path):
+    """A last.pt whose saved config names other folders still writes only into its own run."""
+    from detseg.engine.trainer import TrainConfig, Trainer
+
+    run = Trainer(TrainConfig(model="fcn", data="shapes:size=32,n=16", epochs=1, img_size=32,
+                              batch=8, device="cpu", quiet=True, samples=1,
+                              out=str(tmp_path / "runs"))).fit()
+    state = load_checkpoint(run / "last.pt")
+    state["config"].update(out=str(tmp_path / "elsewhere"), name="../../escaped", epochs=2)
+    state.pop("format")
+    save_checkpoint(run / "last.pt", state)
+    before = {p for p in tmp_path.rglob("*")}
+    again = Trainer(TrainConfig(model="fcn", device="cpu", quiet=True, resume=str(run)))
+    assert again.fit() == run
+    assert {p for p in tmp_path.rglob("*")} == before, "files appeared outside the run's own files"
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2  # it did train, in its own folder

@@ -7,6 +7,7 @@ the model with no other file.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,21 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` through a temporary file and a rename (never half a file)."""
+    """Write ``state`` to ``path`` through a temporary file and a rename (never half a file).
+
+    A write that fails midway (a full disk, a quota, an exception inside ``torch.save``) removes
+    the temporary file and leaves the previous ``path`` as it was, still loadable.
+
+    Raises:
+        OSError: naming ``path``, when the file system refuses the write.
+    """
     state = {"format": FORMAT, **state}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: checkpoint: cannot write ({e.strerror or e}); "
+                               "the previous checkpoint is kept") from e
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -39,6 +51,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint: file not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only's unpickler stops at the first global (class, function) or opcode outside
+        # tensors and plain values, before anything is called: nothing in the file ran.
+        raise CheckpointError(
+            f"{path}: checkpoint: refused by the safe loader (weights_only=True): the file holds "
+            f"pickled Python objects, which could run code when loaded ({_unpickler_reason(e)}); "
+            "nothing in it was run. detseg checkpoints hold only tensors and plain values; load "
+            "this file with torch.load(..., weights_only=False) only if you trust where it came from."
+        ) from None
     except Exception as e:  # torch raises many types for truncated/garbage files
         raise CheckpointError(f"{path}: checkpoint: cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -47,6 +68,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "plain state_dicts can be given to a model builder as weights=PATH instead"
         )
     return state
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The one informative line of torch's long weights_only message (``Unsupported global: ...``)."""
+    text = str(e)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [l.strip() for l in (rest if found else text).splitlines() if l.strip()]
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def model_from_checkpoint(state: dict[str, Any], **overrides: Any):

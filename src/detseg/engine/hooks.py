@@ -48,9 +48,11 @@ class CheckpointHook(Hook):
 
         improved = trainer.update_best(record)
         state = trainer.state_dict()
-        save_checkpoint(trainer.run_dir / "last.pt", state)
+        # best.pt first: a run killed between the two writes resumes from the older last.pt and
+        # redoes this epoch identically, rewriting best.pt; the other order could lose a best.pt.
         if improved:
             save_checkpoint(trainer.run_dir / "best.pt", state)
+        save_checkpoint(trainer.run_dir / "last.pt", state)
 
 
 class MetricsLogger(Hook):
@@ -67,6 +69,10 @@ class MetricsLogger(Hook):
         write_csv(trainer.run_dir / "results.csv", trainer.history)
 
     def after_train(self, trainer: "Trainer") -> None:
+        # Again here: a run killed after its last last.pt but before this file resumes with no
+        # epoch left to train, and must still end with every line.
+        if trainer.history:
+            self.after_epoch(trainer, trainer.history[-1])
         write_json(trainer.run_dir / "metrics.json", trainer.summary())
 
 

@@ -3,8 +3,12 @@
 The loop only steps the optimizer; validation (metrics *and* validation loss — every detseg model
 returns losses whenever it gets targets), checkpoints, logs and pictures happen at epoch ends, on
 rank 0 under ``torchrun``. ``--resume`` reloads ``last.pt`` and continues at the next epoch with
-the optimizer, schedule and history restored; data order is a function of ``(seed, epoch)`` so a
-resumed run sees the same batches it would have seen.
+the optimizer, schedule and history restored. Every random stream the loop uses is a function of
+``(seed, epoch, rank)``: the sampler's generator and, at the start of each epoch, Python's
+``random``, NumPy's and torch's global generators (augmentation, dropout, sampling in the heads,
+DataLoader worker seeds) are reseeded from it. A resumed run — killed anywhere, even inside an
+epoch, which is then redone from its start — therefore sees the same batches and draws the same
+numbers as the uninterrupted run, and ends with the same weights and metrics (on one device type).
 """
 
 from __future__ import annotations
@@ -76,6 +80,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Reseed Python, NumPy and torch (CPU and CUDA) from ``(seed, epoch, rank)``.
+
+    Called at the start of every epoch, so the epoch's random numbers do not depend on what ran
+    before it in this process (a fresh ``--resume`` process, validation, drawing samples).
+    """
+    a, b = (int(x) for x in np.random.SeedSequence([seed, epoch, rank]).generate_state(2))
+    random.seed(a)
+    np.random.seed(a)
+    torch.manual_seed(a << 32 | b)
 
 
 def next_run_dir(root: Path, name: str) -> Path:
@@ -199,6 +215,7 @@ class Trainer:
                           drop_last=per_rank > cfg.batch, persistent_workers=False)
 
     def _set_epoch(self, epoch: int) -> None:
+        seed_epoch(self.cfg.seed, epoch, dist_utils.rank())
         sampler = self.train_loader.sampler
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
@@ -317,7 +334,7 @@ class Trainer:
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=cfg.quiet or not dist_utils.is_main(), dynamic_ncols=True, mininterval=1.0)
-        for images, targets in bar:
+        for images, targets in _checked_batches(bar, cfg, epoch):
             take_problems(targets, self.train_set)  # unreadable images a worker skipped
             images, targets = to_device(images, targets, self.device)
             with torch.autocast(self.device.type, dtype=amp_dtype, enabled=cfg.amp):
@@ -327,7 +344,8 @@ class Trainer:
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"non-finite loss ({value}) at epoch {epoch + 1}, iteration {n + 1} "
-                    f"({', '.join(f'{k}={float(v.detach()):.4g}' for k, v in out.losses.items())}); "
+                    f"({', '.join(f'{k}={float(v.detach()):.4g}' for k, v in out.losses.items())}) "
+                    f"on the batch of {describe_batch(targets, self.train_set)}; "
                     f"stopped. The last good checkpoint is kept in {self.run_dir}. "
                     "Try a lower --lr, a smaller --clip-grad, or check the data with `detseg data check`."
                 )
@@ -350,6 +368,49 @@ class Trainer:
             if self._spent >= 1.0:
                 break  # the budget is spent: stop mid-epoch, annealed (validated by fit())
         return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+class DataLoaderError(RuntimeError):
+    """A DataLoader worker died (killed, out of memory, a crash in native code) while loading."""
+
+
+def _checked_batches(loader, cfg: TrainConfig, epoch: int):
+    """``loader``'s batches; a dead worker becomes a :class:`DataLoaderError` saying what to do.
+
+    An exception raised by a dataset inside a worker is re-raised by torch with its type and the
+    worker's traceback (already clear, and naming the file for detseg's readers); a worker that
+    dies without one (``os._exit``, a segfault, the OOM killer) is reported by torch's watchdog
+    within seconds as a bare RuntimeError, which this names and explains.
+    """
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if "DataLoader worker" not in str(e) or type(e) is not RuntimeError:
+                raise
+            raise DataLoaderError(
+                f"{cfg.data}: data loading failed in epoch {epoch + 1} with --workers {cfg.workers}: "
+                f"{e}. Rerun with --workers 0 to see the failing sample's own error in this process, "
+                "and check the data with `detseg data check`."
+            ) from e
+        yield batch
+
+
+def describe_batch(targets: list[dict[str, Any]], dataset: Any) -> str:
+    """``image ids [3, 17] (a.jpg, b.jpg)``: the batch's ``image_id``s, and files where known."""
+    ids = [t.get("image_id") for t in targets]
+    ids = [int(i) if isinstance(i, (int, np.integer, torch.Tensor)) else i for i in ids]
+    text = f"image ids {ids}"
+    files, known = getattr(dataset, "files", None), getattr(dataset, "image_ids", None)
+    if files and known and len(files) == len(known):
+        by_id = dict(zip(known, files))
+        names = [str(by_id[i]) for i in ids if i in by_id]
+        if names:
+            text += f" ({', '.join(names)})"
+    return text
 
 
 def default_hooks(cfg: TrainConfig) -> list[Hook]:
