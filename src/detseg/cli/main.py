@@ -6,6 +6,7 @@
     detseg eval CHECKPOINT --data DATA [--split val] [--json FILE]
     detseg svm CHECKPOINT --data DATA          (R-CNN's per-class SVMs, hard-negative mined)
     detseg predict CHECKPOINT INPUT... --out DIR
+    detseg export CHECKPOINT --format onnx [--dynamic] [--opset N] [--out FILE]
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
@@ -22,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from detseg.cli import classic, detection
+from detseg.cli import classic, detection, export
 from detseg.cli.common import DATA_HELP, parse_opts
 from detseg.tables import format_table
 
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     classic.add_parser(sub)
     detection.add_parser(sub)
     detection.add_svm_parser(sub)
+    export.add_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -288,7 +290,8 @@ def cmd_data(args) -> int:
 COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval,
             "predict": cmd_predict,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": classic.run,
-            "proposals": detection.run, "svm": detection.run_svm}
+            "proposals": detection.run, "svm": detection.run_svm,
+            "export": export.run}
 
 
 def main(argv: list[str] | None = None) -> int:
