@@ -44,12 +44,14 @@ class OnnxModel:
         path: the ``.onnx`` file written by ``detseg export``.
         device: ``cpu`` (default), ``auto`` or ``cuda``: CUDA runs when onnxruntime has its
             provider, else the CPU.
+        threads: onnxruntime's intra-op threads (default: its own choice, all cores).
         options: overrides of the builder options in :data:`POSTPROCESS_OPTIONS`.
     """
 
     training = False
 
-    def __init__(self, path: str | Path, device: str = "cpu", **options: Any):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 **options: Any):
         from detseg.models.zoo import build_model
 
         ort = _ort()
@@ -62,6 +64,8 @@ class OnnxModel:
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own types for unreadable files
