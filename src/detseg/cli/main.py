@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_arguments(sw)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint (.pt) or a file of `detseg export` (.onnx)")
     e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="val")
     e.add_argument("--batch", type=int, default=8)
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a model option that keeps the weights (e.g. crf=true)")
 
     pr = sub.add_parser("predict", help="predict on images; drawn PNGs + machine-readable results")
-    pr.add_argument("checkpoint")
+    pr.add_argument("checkpoint", help="a checkpoint (.pt) or a file of `detseg export` (.onnx)")
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     pr.add_argument("--out", required=True)
     pr.add_argument("--device", default="cpu")
