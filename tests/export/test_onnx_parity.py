@@ -169,3 +169,26 @@ def test_match_detections():
     assert (matched, unmatched) == (2, 0) and worst == pytest.approx(5e-4, abs=1e-5)
     b["labels"] = torch.tensor([1, 1])
     assert match_detections(a, b)[:2] == (1, 2)
+
+
+def test_fixed_file_takes_other_sizes_and_batches(tmp_path):
+    """A fixed-shape file pads each preprocessed image to its size and runs images one at a time."""
+    model = decisive(build_model("fcn", SEG, img_size=64, backbone_width=8, width=16))
+    onnx_model = OnnxModel(export_onnx(model, tmp_path / "fixed.onnx"))
+    ims = [torch.rand(3, 40, 64), torch.rand(3, 64, 23), torch.rand(3, 30, 30)]
+    preds = onnx_model(ims).predictions
+    assert [tuple(p["sem_seg"].shape) for p in preds] == [(40, 64), (64, 23), (30, 30)]
+    ref = model(ims).predictions
+    agree = sum(int((p["sem_seg"] == r["sem_seg"]).sum()) for p, r in zip(preds, ref))
+    assert agree / sum(r["sem_seg"].numel() for r in ref) > 0.9  # padding differs near the border
+
+
+def test_detector_without_proposals_gives_no_detections(tmp_path):
+    model = build_model("fast_rcnn", FG, **TINY_DET)
+    onnx_model = OnnxModel(export_onnx(model, tmp_path / "det.onnx", dynamic=True))
+    inputs, ctx = onnx_model.adapter.prepare([torch.rand(3, 40, 50)])
+    inputs["rois"] = inputs["rois"][:0]
+    outputs = onnx_model.run_core(inputs)
+    assert tuple(outputs["scores"].shape) == (0, 2) and tuple(outputs["deltas"].shape) == (0, 8)
+    (pred,) = onnx_model.adapter.finish(outputs, ([ctx[0][0][:0]], ctx[1]))
+    assert len(pred["boxes"]) == 0 and len(pred["labels"]) == 0

@@ -208,11 +208,10 @@ class ClsLocAdapter(Adapter):
 
 # -- pose ----------------------------------------------------------------------------------------
 class _PoseRegressionCore(nn.Module):
-    def __init__(self, model: PoseRegression, hw: tuple[int, int]):
+    def __init__(self, model: PoseRegression):
         super().__init__()
         self.model = model
         self.size = (model.img_size, model.img_size)
-        self.hw = hw
 
     def forward(self, x: Tensor) -> Tensor:
         # The cascade reads the image's share of the padded batch: a constant for square resizes.
@@ -225,7 +224,7 @@ class PoseRegressionAdapter(Adapter):
     output_names = ("joints",)
 
     def core(self) -> nn.Module:
-        return _PoseRegressionCore(self.model, self.example_hw())
+        return _PoseRegressionCore(self.model)
 
     def stride(self) -> int:
         return int(self.model.backbone.out_stride)
