@@ -192,3 +192,23 @@ def test_detector_without_proposals_gives_no_detections(tmp_path):
     assert tuple(outputs["scores"].shape) == (0, 2) and tuple(outputs["deltas"].shape) == (0, 8)
     (pred,) = onnx_model.adapter.finish(outputs, ([ctx[0][0][:0]], ctx[1]))
     assert len(pred["boxes"]) == 0 and len(pred["labels"]) == 0
+
+
+def test_rcnn_with_fitted_svms(tmp_path):
+    """R-CNN scoring with its per-class SVMs (``detseg svm``) exports the SVM scores."""
+    import json
+
+    import onnx
+
+    name, classes, opts = CASES["rcnn"]
+    model = decisive(build_model(name, classes, **opts))
+    head = model.box_head
+    with torch.no_grad():
+        head.svm_weight.copy_(torch.randn(head.svm_weight.shape, generator=torch.Generator().manual_seed(3)))
+        head.svm_fitted.fill_(True)
+    path = export_onnx(model, tmp_path / "svm.onnx", dynamic=True)
+    assert "SVM" in json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["outputs"])["scores"]
+    onnx_model = OnnxModel(path)
+    ims = images(5, opts["img_size"], square=False)
+    assert max(core_diff(model, onnx_model, ims).values()) <= 1e-4
+    check_predictions("detection", prediction_diff(model, onnx_model, ims))

@@ -403,7 +403,12 @@ class TwoStageAdapter(Adapter):
                   {"images": "float Tensor[B, 3, H, W] normalised, padded batch",
                    "rois": "float Tensor[R, 5] (batch index, x1, y1, x2, y2) proposals in pixels "
                            "of the resized image"})
-        outputs = {"scores": f"float Tensor[R, {c}] per foreground class (label = column + 1)"}
+        head = m.box_head
+        svm = bool(getattr(head, "has_svm", False)) and head.uses_svm()
+        scorer = ("logistic of R-CNN's per-class SVM margins" if svm
+                  else "softmax over C + 1, background column dropped")
+        outputs = {"scores": f"float Tensor[R, {c}] per foreground class (label = column + 1): "
+                             f"{scorer}"}
         if "deltas" in self.output_names:
             outputs["deltas"] = (f"float Tensor[R, {4 * c}] class-specific (dx, dy, dw, dh) box "
                                  f"deltas, weights {list(m.box_coder.weights)}")
