@@ -91,6 +91,14 @@ INTROS: dict[str, str] = {
         "running beside it); and mean-shift regions labelled by their majority "
         "ground-truth class, an upper bound for any labelling of those regions."
     ),
+    "export": (
+        "onnxruntime vs PyTorch on the CPU for every exportable family (`detseg export`, fixed "
+        "shapes), zoo defaults at `img_size` px, random init, one shapes image per call. "
+        "`torch_ms`/`onnx_ms`: median of the whole `model([image])` call (detseg's pre/post-"
+        "processing on both sides), `core_*`: the network core alone on the prepared inputs, "
+        "`speedup`: PyTorch over onnxruntime; both runtimes get `threads` intra-op threads. "
+        "`max_core_diff`: the largest absolute difference of the raw outputs."
+    ),
     "demo": (
         "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
     ),

@@ -27,7 +27,13 @@ def load(path: str | Path, device: str = "cpu", **options: Any):
     """The model stored in a checkpoint, ready for ``model.predict(images)``.
 
     ``options`` override builder options that keep the weights, e.g. ``crf=True`` (DeepLab).
+    A ``.onnx`` file written by ``detseg export`` gives an :class:`~detseg.export.runtime.OnnxModel`
+    (run by onnxruntime) with the same ``predict`` and ``model(images).predictions``.
     """
+    if Path(path).suffix.lower() == ".onnx":
+        from detseg.export.runtime import load_onnx
+
+        return load_onnx(path, device=device, **options)
     return load_model(path, device=device, **options)
 
 

@@ -6,6 +6,7 @@
     detseg eval CHECKPOINT --data DATA [--split val] [--json FILE]
     detseg svm CHECKPOINT --data DATA          (R-CNN's per-class SVMs, hard-negative mined)
     detseg predict CHECKPOINT INPUT... --out DIR [--save-json]   (images, folders, globs, videos)
+    detseg export CHECKPOINT --format onnx [--dynamic] [--opset N] [--out FILE]
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
@@ -22,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from detseg.cli import classic, detection, predict
+from detseg.cli import classic, detection, export, predict
 from detseg.cli.common import DATA_HELP, add_source_arguments, parse_opts
 from detseg.tables import format_table
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_arguments(sw)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint (.pt) or a file of `detseg export` (.onnx)")
     e.add_argument("--data", default=None, help=DATA_HELP + " (required unless --images/--annotations)")
     add_source_arguments(e)
     e.add_argument("--split", default="val")
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     classic.add_parser(sub)
     detection.add_parser(sub)
     detection.add_svm_parser(sub)
+    export.add_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -267,7 +269,8 @@ def cmd_data(args) -> int:
 COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval,
             "predict": predict.run,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": classic.run,
-            "proposals": detection.run, "svm": detection.run_svm}
+            "proposals": detection.run, "svm": detection.run_svm,
+            "export": export.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run a checkpoint over images and videos; write drawn images, annotated videos "
                     "and machine-readable results.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint (.pt) or a file of `detseg export` (.onnx)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image or video files, folders (searched recursively), or quoted glob patterns "
                         "such as 'photos/*.jpg' (expanded by detseg; ** searches subfolders)")

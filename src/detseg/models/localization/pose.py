@@ -235,11 +235,14 @@ class PoseRegression(DetsegModel):
             out.losses = self.loss(stages, targets, batch.original_sizes)
         if with_predictions or not self.training:
             final = stages[-1].detach()
-            out.predictions = [
-                pose_prediction(from_normalised(uv, size), torch.ones_like(uv[:, 0]), size,
-                                self.label)
-                for uv, size in zip(final, batch.original_sizes)]
+            out.predictions = [self.postprocess(uv, size)
+                               for uv, size in zip(final, batch.original_sizes)]
         return out
+
+    def postprocess(self, joints: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+        """One image's normalised joints ``Tensor[K, 2]`` -> predictions in original pixels."""
+        return pose_prediction(from_normalised(joints, size), torch.ones_like(joints[:, 0]), size,
+                               self.label)
 
     def loss(self, stages: list[Tensor], targets: list[dict[str, Tensor]],
              sizes: list[tuple[int, int]]) -> dict[str, Tensor]:
