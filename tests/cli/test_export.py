@@ -54,7 +54,7 @@ def test_semantic_train_export_predict_eval(tmp_path, capsys):
     assert onnx_file.is_file() and "fcn.onnx" in capsys.readouterr().out
     # predict: the same outputs as from the checkpoint
     imgs = _images(tmp_path / "imgs")
-    assert main(["predict", str(onnx_file), str(imgs), "--out", str(tmp_path / "pred")]) == 0
+    assert main(["predict", str(onnx_file), str(imgs), "--out", str(tmp_path / "pred"), "--save-json"]) == 0
     assert (tmp_path / "pred" / "im0.png").is_file() and (tmp_path / "pred" / "im1_label.png").is_file()
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 2
     # eval: the metrics of the checkpoint (no loss: an ONNX core has no criterion)
@@ -74,7 +74,7 @@ def test_detector_export_predict_eval_default_out(tmp_path, capsys):
     assert onnx_file.is_file()
     imgs = _images(tmp_path / "imgs", task="detection")
     assert main(["predict", str(onnx_file), str(imgs), "--out", str(tmp_path / "pred"),
-                 "--conf", "0"]) == 0
+                 "--conf", "0", "--save-json"]) == 0
     assert isinstance(json.loads((tmp_path / "pred" / "coco_results.json").read_text()), list)
     data = "shapes:size=48,n=6"
     m_pt, m_onnx = tmp_path / "pt.json", tmp_path / "onnx.json"
