@@ -63,13 +63,16 @@ def hard_negative_mask(cls_loss: Tensor, positive: Tensor, ratio: float = 3.0,
 
 
 class ExtraBlock(nn.Sequential):
-    """1x1 channel reduction then a 3x3 stride-2 conv (the paper's conv8_2 ... conv11_2)."""
+    """1x1 channel reduction then a 3x3 stride-2 conv (the paper's conv8_2 ... conv11_2).
+
+    No BatchNorm, as in the paper: the last maps are 1 x 1, where a batch of one image has a
+    single value per channel and batch statistics do not exist.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         mid = max(cout // 2, 8)
-        super().__init__(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-                         nn.Conv2d(mid, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+        super().__init__(nn.Conv2d(cin, mid, 1), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, cout, 3, 2, 1), nn.ReLU(inplace=True))
 
 
 class SSD(OneStageDetector):
