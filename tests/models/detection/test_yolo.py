@@ -1,6 +1,7 @@
 """Anchor-based YOLO (detseg.models.detection.yolo): k-means anchors on hand-made boxes, anchors
 fitted from a data set and kept in checkpoints, assignment to level/anchor/cell, empty images."""
 
+import pytest
 import torch
 
 from detseg.data import build_dataset
@@ -71,3 +72,17 @@ def test_empty_image_gives_zero_box_loss_and_finite_gradients():
     assert torch.isfinite(out.loss) and out.losses["loss_obj"] > 0
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_yolov5_neighbour_cells_and_bounded_boxes():
+    model = build_model("yolo", ["a", "b"], img_size=64, backbone="simple", anchors_per_level=1,
+                        anchors=[[8, 8], [16, 16], [32, 32]], box_param="v5", neighbor_cells=True)
+    gt = torch.tensor([[25.0, 5.0, 55.0, 35.0]])  # centre (40, 20) = cell (1.25, 0.625) at stride 32
+    img, anchor, row, col, boxes, labels = model.assign(
+        [{"boxes": gt, "labels": torch.tensor([2])}], [(8, 8), (4, 4), (2, 2)])[2]
+    assert sorted(zip(row.tolist(), col.tolist())) == [(0, 0), (0, 1), (1, 1)]
+    assert torch.equal(boxes, gt.expand(3, 4))
+    raw = torch.zeros(1, 1, 2, 2, 7)  # sigmoid(0) = 0.5: centre mid-cell, size = the anchor
+    assert torch.allclose(model.decode_level(raw, 2)[0, 0, 1, 0], torch.tensor([0.0, 32, 32, 64]))
+    with pytest.raises(ValueError, match="neighbor_cells.*v5"):
+        build_model("yolo", ["a"], backbone="simple", neighbor_cells=True)

@@ -15,7 +15,8 @@ https://arxiv.org/abs/1804.02767), with the neck of Lin et al., "Feature Pyramid
   ``anchors`` buffer, so checkpoints carry them. Until fitted, YOLOv3's COCO anchors scaled to
   ``img_size`` stand in. An explicit ``anchors`` option skips the clustering.
 - Boxes (YOLOv2 "direct location prediction"): centre ``(sigmoid(t) + cell) * stride``, size
-  ``anchor * exp(t)``.
+  ``anchor * exp(t)``; ``box_param="v5"`` is Ultralytics YOLOv5's bounded form, and with it
+  ``neighbor_cells`` adds YOLOv5's two neighbouring-cell positives per object.
 - Assignment (YOLOv3): each object goes to the cell of its centre on the level of its best-shaped
   anchor (shape IoU); ``anchor_iou_thresh`` also assigns it to every other anchor above that shape
   IoU. Predictions that are not assigned but overlap an object by more than ``ignore_thresh`` take
@@ -48,6 +49,7 @@ BOX_LOSSES = {"ciou": complete_box_iou_loss, "diou": distance_box_iou_loss,
 YOLOV3_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90),
                   (156, 198), (373, 326))
 EXP_CLAMP = math.log(1000.0 / 16)
+BOX_PARAMS = ("v2", "v5")
 
 
 def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
@@ -139,10 +141,17 @@ class Yolo(OneStageDetector):
     def __init__(self, classes: list[str], backbone, features: list[str], img_size: int,
                  neck_channels: int, anchors: Tensor, fit_anchors: bool = True,
                  anchor_iou_thresh: float | None = None, ignore_thresh: float = 0.5,
-                 box_loss: str = "ciou", box_weight: float = 5.0, **post) -> None:
+                 box_loss: str = "ciou", box_weight: float = 5.0, box_param: str = "v2",
+                 neighbor_cells: bool = False, **post) -> None:
         super().__init__(classes, backbone, img_size, keep_aspect=True, name="yolo", **post)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"yolo: box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+        if box_param not in BOX_PARAMS:
+            raise ValueError(f"yolo: box_param must be one of {BOX_PARAMS}, got {box_param!r}")
+        if neighbor_cells and box_param != "v5":
+            raise ValueError("yolo: neighbor_cells=true needs box_param='v5' (a v2 centre cannot "
+                             "leave its cell, so a neighbour cannot reach the object)")
+        self.box_param, self.neighbor_cells = box_param, bool(neighbor_cells)
         self.features = list(features)
         self.level_strides = [int(backbone.strides[f]) for f in self.features]
         self.register_buffer("anchors", anchors.float().clone())
@@ -191,11 +200,16 @@ class Yolo(OneStageDetector):
         s = self.level_strides[level]
         gy, gx = torch.meshgrid(torch.arange(h, device=raw.device), torch.arange(w, device=raw.device),
                                 indexing="ij")
-        cx = (raw[..., 0].sigmoid() + gx) * s
-        cy = (raw[..., 1].sigmoid() + gy) * s
         anchors = self.anchors[level].to(raw)
-        bw = anchors[:, 0, None, None] * raw[..., 2].clamp(max=EXP_CLAMP).exp()
-        bh = anchors[:, 1, None, None] * raw[..., 3].clamp(max=EXP_CLAMP).exp()
+        aw, ah = anchors[:, 0, None, None], anchors[:, 1, None, None]
+        if self.box_param == "v5":  # bounded: centre in (-0.5, 1.5) of the cell, size < 4 anchors
+            xy, wh = raw[..., :2].sigmoid() * 2 - 0.5, (raw[..., 2:4].sigmoid() * 2) ** 2
+            cx, cy, bw, bh = (xy[..., 0] + gx) * s, (xy[..., 1] + gy) * s, aw * wh[..., 0], ah * wh[..., 1]
+        else:  # YOLOv2's direct location prediction
+            cx = (raw[..., 0].sigmoid() + gx) * s
+            cy = (raw[..., 1].sigmoid() + gy) * s
+            bw = aw * raw[..., 2].clamp(max=EXP_CLAMP).exp()
+            bh = ah * raw[..., 3].clamp(max=EXP_CLAMP).exp()
         return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
 
     # -- training ---------------------------------------------------------------------------
@@ -221,10 +235,22 @@ class Yolo(OneStageDetector):
                 sel = ai // self.num_anchors == lvl
                 g, a = gi[sel], ai[sel] % self.num_anchors
                 s = self.level_strides[lvl]
-                col = (centre[g, 0] / s).long().clamp(0, w - 1)
-                row = (centre[g, 1] / s).long().clamp(0, h - 1)
-                for store, v in zip(per_level[lvl], (torch.full_like(g, b), a, row, col, boxes[g], labels[g])):
-                    store.append(v)
+                gxy = centre[g] / s
+                col = gxy[:, 0].long().clamp(0, w - 1)
+                row = gxy[:, 1].long().clamp(0, h - 1)
+                cells = [(g, a, row, col)]
+                if self.neighbor_cells:  # YOLOv5: also the neighbour nearest the centre per axis
+                    frac = gxy - gxy.floor()
+                    for axis, size in ((0, w), (1, h)):
+                        step = torch.where(frac[:, axis] < 0.5, -1, 1)
+                        near = (col if axis == 0 else row) + step
+                        ok = (near >= 0) & (near < size) & ((frac[:, axis] - 0.5).abs() > 1e-6)
+                        cells.append((g[ok], a[ok], row[ok] if axis == 0 else near[ok],
+                                      near[ok] if axis == 0 else col[ok]))
+                for g_, a_, r_, c_ in cells:
+                    for store, v in zip(per_level[lvl], (torch.full_like(g_, b), a_, r_, c_, boxes[g_],
+                                                         labels[g_])):
+                        store.append(v)
         dev = self.anchors.device
         empty = (torch.zeros(0, dtype=torch.long, device=dev),) * 4 + (
             torch.zeros(0, 4, device=dev), torch.zeros(0, dtype=torch.long, device=dev))
@@ -276,7 +302,8 @@ def build_yolo(classes: list[str], img_size: int = 128, backbone: str = "alexnet
                features: list[str] = ("c3", "c4", "c5"), neck_channels: int = 64,
                anchors_per_level: int = 3, anchors: list[list[float]] | None = None,
                anchor_iou_thresh: float | None = None, ignore_thresh: float = 0.5,
-               box_loss: str = "ciou", box_weight: float = 5.0, score_thresh: float = 0.01,
+               box_loss: str = "ciou", box_weight: float = 5.0, box_param: str = "v2",
+               neighbor_cells: bool = False, score_thresh: float = 0.01,
                nms_thresh: float = 0.5, detections_per_img: int = 100) -> Yolo:
     """Anchor-based YOLO (module docstring).
 
@@ -294,6 +321,10 @@ def build_yolo(classes: list[str], img_size: int = 128, backbone: str = "alexnet
             (``None``: the best anchor only, as YOLOv3).
         ignore_thresh: unassigned predictions above this IoU with an object take no objectness loss.
         box_loss, box_weight: ``ciou`` | ``diou`` | ``giou``, and its weight.
+        box_param: ``"v2"`` (centre ``sigmoid + cell``, size ``anchor * exp``) or ``"v5"``
+            (Ultralytics YOLOv5: centre ``2 sigmoid - 0.5 + cell``, size ``anchor * (2 sigmoid)^2``).
+        neighbor_cells: YOLOv5's extra positives: an object also goes to the neighbouring cell
+            nearest its centre along each axis (needs ``box_param="v5"``), three cells in all.
         score_thresh, nms_thresh, detections_per_img: inference post-processing.
     """
     bb = build_backbone(backbone, weights=weights, width=backbone_width)
@@ -314,5 +345,6 @@ def build_yolo(classes: list[str], img_size: int = 128, backbone: str = "alexnet
     return Yolo(classes, bb, features, img_size, neck_channels,
                 init.view(len(features), anchors_per_level, 2), fit_anchors=anchors is None,
                 anchor_iou_thresh=anchor_iou_thresh, ignore_thresh=ignore_thresh,
-                box_loss=box_loss, box_weight=box_weight, score_thresh=score_thresh,
+                box_loss=box_loss, box_weight=box_weight, box_param=box_param,
+                neighbor_cells=neighbor_cells, score_thresh=score_thresh,
                 nms_thresh=nms_thresh, detections_per_img=detections_per_img)
