@@ -166,6 +166,8 @@ class Trainer:
             if cfg.weights is not None:
                 kwargs["weights"] = cfg.weights
             self.model = build_model(cfg.model, classes=list(classes), **kwargs)
+            if hasattr(self.model, "fit_priors"):  # data-dependent priors: YOLO's k-means anchors
+                self.model.fit_priors(self.train_set)
         self.model.dataset_info = dataset_info(self.train_set)
         if cfg.freeze_backbone:
             backbone = getattr(self.model, "backbone", None)

@@ -18,6 +18,9 @@ from detseg.models.detection.builders import (
     build_rcnn,
     build_sliding_window_det,
 )
+from detseg.models.detection.ssd import build_ssd
+from detseg.models.detection.yolo import build_yolo
+from detseg.models.detection.yolo_v1 import build_yolo_v1
 from detseg.models.localization.cls_loc import build_cls_loc
 from detseg.models.localization.pose import build_pose_regression
 from detseg.models.localization.pose_heatmap import build_pose_heatmap
@@ -72,6 +75,15 @@ ZOO: dict[str, ZooEntry] = {
     "fast_rcnn": ZooEntry(build_fast_rcnn, "detection",
                           "Fast R-CNN (Girshick 2015): CNN once -> RoI pooling of selective-search "
                           "proposals -> FC -> softmax + box regressors, trained end to end"),
+    "yolo_v1": ZooEntry(build_yolo_v1, "detection",
+                        "YOLO v1 (Redmon et al. 2016): S x S grid, B boxes (x, y, sqrt w, sqrt h, conf) "
+                        "+ C class probabilities per cell, sum-squared loss"),
+    "yolo": ZooEntry(build_yolo, "detection",
+                     "anchor-based single-shot YOLO: k-means anchors, FPN/PAN neck, multi-scale "
+                     "heads, objectness + class BCE + CIoU box loss"),
+    "ssd": ZooEntry(build_ssd, "detection",
+                    "SSD (Liu et al. 2016): default boxes on several maps, IoU 0.5 matching, "
+                    "hard negative mining 3:1, smooth L1 + CE"),
 }
 
 
