@@ -180,3 +180,19 @@ class MinMaxResize:
             resized.append(x)
         sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in resized]
         return ImageBatch(pad_batch(resized, self.size_divisible), sizes, original)
+
+
+def rescale_boxes(boxes: Tensor, size: tuple[int, int], original: tuple[int, int]) -> Tensor:
+    """``Tensor[N, 4]`` xyxy in a resized ``size = (h, w)`` frame -> the ``original (H, W)`` frame.
+
+    The ratios are float32 divisions of the sizes, as in torchvision's ``resize_boxes``, so boxes
+    mapped back match torchvision's to the last bit; then clipped to the original image.
+    """
+    (h, w), (oh, ow) = size, original
+    f32 = dict(dtype=torch.float32, device=boxes.device)
+    rw = torch.tensor(ow, **f32) / torch.tensor(w, **f32)
+    rh = torch.tensor(oh, **f32) / torch.tensor(h, **f32)
+    out = boxes * torch.stack([rw, rh, rw, rh]).to(boxes.dtype)
+    out[:, 0::2] = out[:, 0::2].clamp(0, ow)
+    out[:, 1::2] = out[:, 1::2].clamp(0, oh)
+    return out

@@ -58,16 +58,20 @@ COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], 
 
 def _fpn_backbone(name: str, fpn_channels: int, frozen_bn: bool | None, trainable_layers: int,
                   backbone_width: int | None) -> FPNBackbone:
-    if name not in FPN_BACKBONES:
-        raise ValueError(f"faster_rcnn: unknown backbone {name!r}; known: {', '.join(FPN_BACKBONES)}")
-    if name == "resnet50_fpn":
+    from detseg.models.backbones import BACKBONES
+
+    base = name[: -len("_fpn")] if name.endswith("_fpn") else name
+    if base != "resnet50" and base not in BACKBONES:
+        raise ValueError(f"faster_rcnn: unknown backbone {name!r}; known: {', '.join(FPN_BACKBONES)} "
+                         "(every backbone gets an FPN; the '_fpn' suffix may be left out)")
+    if base == "resnet50":
         body = resnet50(frozen_bn=True if frozen_bn is None else frozen_bn,
                         trainable_layers=trainable_layers)
     else:
-        body = build_backbone(name[: -len("_fpn")], width=backbone_width)
+        body = build_backbone(base, width=backbone_width)
         if frozen_bn:
             raise ValueError(f"faster_rcnn: frozen_bn is only for resnet50_fpn, not {name!r}")
-        if name == "resnet18_fpn" and trainable_layers < 5:
+        if base == "resnet18" and trainable_layers < 5:
             freeze_stages(body, trainable_layers)
     return FPNBackbone(body, ("c2", "c3", "c4", "c5"), fpn_channels, extra_pool=True)
 
@@ -114,7 +118,7 @@ def _load(model: TwoStageDetector, weights: str | None, kind: str) -> TwoStageDe
 
 
 def build_faster_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weights: str | None = None,
-                      min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
+                      img_size: int | None = None, min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
                       frozen_bn: bool | None = None, trainable_layers: int = 3,
                       backbone_width: int | None = None,
                       anchor_sizes: list[float] = (32, 64, 128, 256, 512),
@@ -132,9 +136,11 @@ def build_faster_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weight
 
     ``weights``: ``None`` (random init), a torchvision ``fasterrcnn_resnet50_fpn`` state dict
     file (or a detseg checkpoint of this model), or ``"torchvision:DEFAULT"`` (downloads).
+    ``img_size``: shorthand for ``min_size = max_size = img_size`` (the longer side becomes
+    ``img_size``, like detseg's other detectors).
     ``frozen_bn``: ``None`` = frozen for ``resnet50_fpn``.
     """
-    model = _two_stage(classes, backbone, min_size, max_size, fpn_channels, frozen_bn,
+    model = _two_stage(classes, backbone, img_size or min_size, img_size or max_size, fpn_channels, frozen_bn,
                        trainable_layers, backbone_width, anchor_sizes, aspect_ratios,
                        rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_train,
                        rpn_post_nms_top_n_test, rpn_nms_thresh, rpn_fg_iou, rpn_bg_iou,
@@ -145,7 +151,7 @@ def build_faster_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weight
 
 
 def build_mask_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weights: str | None = None,
-                    min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
+                    img_size: int | None = None, min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
                     frozen_bn: bool | None = None, trainable_layers: int = 3,
                     backbone_width: int | None = None,
                     anchor_sizes: list[float] = (32, 64, 128, 256, 512),
@@ -165,7 +171,7 @@ def build_mask_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weights:
     :func:`build_faster_rcnn`."""
     mask = MaskHead(MultiLevelRoIAlign(LEVELS, fpn_channels, 14, 2), fpn_channels, len(classes),
                     mask_layers, mask_layers[-1] if mask_layers else fpn_channels, mask_thresh)
-    model = _two_stage(classes, backbone, min_size, max_size, fpn_channels, frozen_bn,
+    model = _two_stage(classes, backbone, img_size or min_size, img_size or max_size, fpn_channels, frozen_bn,
                        trainable_layers, backbone_width, anchor_sizes, aspect_ratios,
                        rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_train,
                        rpn_post_nms_top_n_test, rpn_nms_thresh, rpn_fg_iou, rpn_bg_iou,
@@ -178,9 +184,9 @@ def build_mask_rcnn(classes: list[str], backbone: str = "resnet50_fpn", weights:
 
 
 def build_keypoint_rcnn(classes: list[str], backbone: str = "resnet50_fpn",
-                        weights: str | None = None, num_keypoints: int = 17,
+                        weights: str | None = None, num_keypoints: int = 14,
                         flip_pairs: list[list[int]] | None = None,
-                        min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
+                        img_size: int | None = None, min_size: int = 800, max_size: int = 1333, fpn_channels: int = 256,
                         frozen_bn: bool | None = None, trainable_layers: int = 3,
                         backbone_width: int | None = None,
                         anchor_sizes: list[float] = (32, 64, 128, 256, 512),
@@ -203,7 +209,7 @@ def build_keypoint_rcnn(classes: list[str], backbone: str = "resnet50_fpn",
         flip_pairs = COCO_FLIP_PAIRS if num_keypoints == 17 else []
     kp = KeypointHead(MultiLevelRoIAlign(LEVELS, fpn_channels, 14, 2), fpn_channels, num_keypoints,
                       keypoint_layers, flip_pairs)
-    model = _two_stage(classes, backbone, min_size, max_size, fpn_channels, frozen_bn,
+    model = _two_stage(classes, backbone, img_size or min_size, img_size or max_size, fpn_channels, frozen_bn,
                        trainable_layers, backbone_width, anchor_sizes, aspect_ratios,
                        rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_train,
                        rpn_post_nms_top_n_test, rpn_nms_thresh, rpn_fg_iou, rpn_bg_iou,

@@ -24,16 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image, project_masks_on_boxes
-from torchvision.ops import clip_boxes_to_image
 
-from detseg.models.transform import ImageBatch
-
-
-def boxes_to_original(boxes: Tensor, size: tuple[int, int], original: tuple[int, int]) -> Tensor:
-    """``Tensor[N, 4]`` xyxy in the resized frame ``size`` -> pixels of ``original``, clipped
-    (the detector's own mapping of its boxes)."""
-    (h, w), (oh, ow) = size, original
-    return clip_boxes_to_image(boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h]), (oh, ow))
+from detseg.models.transform import ImageBatch, rescale_boxes
 
 
 class MaskHead(nn.Module):
@@ -105,7 +97,7 @@ class MaskHead(nn.Module):
         out = []
         for p, b, size, (oh, ow) in zip(probs.split([len(b) for b in boxes]), boxes,
                                         batch.image_sizes, batch.original_sizes):
-            pasted = paste_masks_in_image(p, boxes_to_original(b, size, (oh, ow)), (oh, ow))[:, 0]
+            pasted = paste_masks_in_image(p, rescale_boxes(b, size, (oh, ow)), (oh, ow))[:, 0]
             res = {"masks": (pasted > self.mask_thresh).to(torch.uint8)}
             if self.keep_probs:
                 res["mask_probs"] = pasted

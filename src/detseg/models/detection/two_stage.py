@@ -33,7 +33,8 @@ from detseg.models.detection.matcher import IGNORE, NEGATIVE, POSITIVE, Matcher
 from detseg.models.detection.sampler import BalancedSampler
 from detseg.models.base import DetsegModel
 from detseg.models.transform import (IMAGENET_MEAN, IMAGENET_STD, ImageBatch, check_images,
-                                     normalize, pad_batch, resize_image, resized_size)
+                                     normalize, pad_batch, rescale_boxes, resize_image,
+                                     resized_size)
 from detseg.structures import ModelOutput
 
 
@@ -254,10 +255,7 @@ class TwoStageDetector(DetsegModel):
     def _to_original(det: dict[str, Tensor], size: tuple[int, int],
                      original: tuple[int, int]) -> dict[str, Tensor]:
         """Detections of :meth:`detect` with boxes scaled to the original image, clipped."""
-        (h, w), (oh, ow) = size, original
-        boxes = det["boxes"]
-        scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-        return {**det, "boxes": clip_boxes_to_image(boxes * scale, (oh, ow))}
+        return {**det, "boxes": rescale_boxes(det["boxes"], size, original)}
 
 
 def _checked_boxes_labels(t: dict[str, Tensor], i: int, num_classes: int) -> tuple[Tensor, Tensor]:
