@@ -16,12 +16,18 @@ def _data(task: str):
     return [ds[i] for i in range(2)], classes
 
 
+# Models whose defaults are torchvision's full-size configuration get small parts here (keeps the test fast).
+_RCNN_SMALL = {"backbone": "simple", "fpn_channels": 32, "representation": 64, "detections_per_img": 10}
+_FAST_OPTIONS = {"faster_rcnn": _RCNN_SMALL, "mask_rcnn": {**_RCNN_SMALL, "mask_layers": [32, 32]},
+                 "keypoint_rcnn": {**_RCNN_SMALL, "keypoint_layers": [32, 32]}}
+
+
 @pytest.mark.parametrize("name", list(ZOO))
 def test_protocol_and_checkpoint_round_trip(name, tmp_path):
     torch.manual_seed(0)
     task = ZOO[name].task
     samples, classes = _data(task)
-    model = build_model(name, classes=classes, img_size=32)
+    model = build_model(name, classes=classes, img_size=32, **_FAST_OPTIONS.get(name, {}))
     images = [im for im, _ in samples]
     targets = [t for _, t in samples]
     model.train()

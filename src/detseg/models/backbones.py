@@ -208,14 +208,14 @@ class ResNetBackbone(Backbone):
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(name, getattr(net, name))
         chans = [self._out_channels(getattr(net, f"layer{i}")) for i in range(1, 5)]
-        self.channels = {"c1": net.bn1.num_features, **{f"c{i + 2}": c for i, c in enumerate(chans)}}
+        self.channels = {"c1": len(net.bn1.weight), **{f"c{i + 2}": c for i, c in enumerate(chans)}}
         self.strides = {f"c{i + 1}": 2 ** (i + 1) for i in range(5)}
 
     @staticmethod
     def _out_channels(layer: nn.Sequential) -> int:
         block = layer[-1]
         last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
-        return last_bn.num_features
+        return len(last_bn.weight)  # FrozenBatchNorm2d has no num_features
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))

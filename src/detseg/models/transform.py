@@ -144,3 +144,55 @@ def boxes_to_original(boxes_norm: Tensor, original_size: tuple[int, int]) -> Ten
     h, w = original_size
     scale = boxes_norm.new_tensor([w, h, w, h])
     return boxes_norm.clamp(0, 1) * scale
+
+
+class MinMaxResize:
+    """torchvision's ``GeneralizedRCNNTransform`` for detseg models (Faster / Mask / Keypoint R-CNN).
+
+    The same steps in the same order, so torchvision weights see the same numbers: normalise with
+    the ImageNet mean/std, resize bilinearly (``align_corners=False``, no antialiasing) by
+    ``scale = min(min_size / shorter side, max_size / longer side)`` with the output size
+    ``floor(side * scale)``, zero-pad bottom/right to a multiple of ``size_divisible``. Boxes map
+    back per axis (``original / resized``), which the detector does.
+
+    Args:
+        min_size: the shorter side after resizing (800 for torchvision's COCO models).
+        max_size: the bound on the longer side (1333).
+        size_divisible: the padded batch's sides are multiples of it (32).
+    """
+
+    def __init__(self, min_size: int = 800, max_size: int = 1333, size_divisible: int = 32) -> None:
+        self.min_size, self.max_size = int(min_size), int(max_size)
+        self.size_divisible = int(size_divisible)
+
+    def scale(self, height: int, width: int) -> float:
+        """The resize factor of a ``height x width`` image."""
+        return min(self.min_size / min(height, width), self.max_size / max(height, width))
+
+    def __call__(self, images: list[Tensor]) -> ImageBatch:
+        check_images(images, "MinMaxResize")
+        original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        resized = []
+        for im, (h, w) in zip(images, original):
+            x = normalize(im)
+            x = F.interpolate(x[None], scale_factor=self.scale(h, w), mode="bilinear",
+                              recompute_scale_factor=True, align_corners=False)[0]
+            resized.append(x)
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in resized]
+        return ImageBatch(pad_batch(resized, self.size_divisible), sizes, original)
+
+
+def rescale_boxes(boxes: Tensor, size: tuple[int, int], original: tuple[int, int]) -> Tensor:
+    """``Tensor[N, 4]`` xyxy in a resized ``size = (h, w)`` frame -> the ``original (H, W)`` frame.
+
+    The ratios are float32 divisions of the sizes, as in torchvision's ``resize_boxes``, so boxes
+    mapped back match torchvision's to the last bit; then clipped to the original image.
+    """
+    (h, w), (oh, ow) = size, original
+    f32 = dict(dtype=torch.float32, device=boxes.device)
+    rw = torch.tensor(ow, **f32) / torch.tensor(w, **f32)
+    rh = torch.tensor(oh, **f32) / torch.tensor(h, **f32)
+    out = boxes * torch.stack([rw, rh, rw, rh]).to(boxes.dtype)
+    out[:, 0::2] = out[:, 0::2].clamp(0, ow)
+    out[:, 1::2] = out[:, 1::2].clamp(0, oh)
+    return out

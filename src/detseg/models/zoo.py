@@ -18,6 +18,8 @@ from detseg.models.detection.builders import (
     build_rcnn,
     build_sliding_window_det,
 )
+from detseg.models.detection.faster_rcnn import (build_faster_rcnn, build_keypoint_rcnn,
+                                                 build_mask_rcnn)
 from detseg.models.detection.ssd import build_ssd
 from detseg.models.detection.yolo import build_yolo
 from detseg.models.detection.yolo_v1 import build_yolo_v1
@@ -75,6 +77,15 @@ ZOO: dict[str, ZooEntry] = {
     "fast_rcnn": ZooEntry(build_fast_rcnn, "detection",
                           "Fast R-CNN (Girshick 2015): CNN once -> RoI pooling of selective-search "
                           "proposals -> FC -> softmax + box regressors, trained end to end"),
+    "faster_rcnn": ZooEntry(build_faster_rcnn, "detection",
+                            "Faster R-CNN (Ren et al. 2015) + FPN: RPN proposals on shared features, "
+                            "multi-level RoIAlign, four losses jointly; torchvision-compatible weights"),
+    "mask_rcnn": ZooEntry(build_mask_rcnn, "instance",
+                          "Mask R-CNN (He et al. 2017): Faster R-CNN + a 14x14 -> 28x28 per-class "
+                          "mask head, masks pasted into the image"),
+    "keypoint_rcnn": ZooEntry(build_keypoint_rcnn, "keypoints",
+                              "Keypoint R-CNN (He et al. 2017, sec. 5): Faster R-CNN + K keypoint "
+                              "heatmaps (56x56) per RoI"),
     "yolo_v1": ZooEntry(build_yolo_v1, "detection",
                         "YOLO v1 (Redmon et al. 2016): S x S grid, B boxes (x, y, sqrt w, sqrt h, conf) "
                         "+ C class probabilities per cell, sum-squared loss"),

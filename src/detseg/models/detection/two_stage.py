@@ -21,6 +21,8 @@ no objects gives ``loss_box = 0`` exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,7 +32,8 @@ from detseg.models.detection.box_coder import BoxCoder
 from detseg.models.detection.matcher import IGNORE, NEGATIVE, POSITIVE, Matcher
 from detseg.models.detection.sampler import BalancedSampler
 from detseg.models.base import DetsegModel
-from detseg.models.transform import (ImageBatch, check_images, normalize, pad_batch, resize_image,
+from detseg.models.transform import (IMAGENET_MEAN, IMAGENET_STD, ImageBatch, check_images,
+                                     normalize, pad_batch, rescale_boxes, resize_image,
                                      resized_size)
 from detseg.structures import ModelOutput
 
@@ -52,6 +55,14 @@ class TwoStageDetector(DetsegModel):
         score_thresh, nms_thresh, detections_per_img: inference post-processing.
         append_gt: add the ground-truth boxes to the training proposals (Fast R-CNN, torchvision).
         smooth_l1_beta: the smooth L1 transition point (1.0 in the paper).
+        image_transform: ``list[Tensor[3, H, W]] -> ImageBatch`` replacing the default resize
+            (longer side = ``img_size``), e.g. :class:`~detseg.models.transform.MinMaxResize`,
+            torchvision's ``GeneralizedRCNNTransform`` (Faster / Mask / Keypoint R-CNN).
+        instance_heads: per-RoI heads after the box head, by name (``{"mask": MaskHead(...)}``,
+            ``{"keypoint": KeypointHead(...)}``); each has ``loss(features, batch, rois, labels,
+            matched, targets) -> dict`` on the sampled positives (``matched``: each RoI's index
+            into its image's ground truth) and ``predict(features, batch,
+            detections) -> list[dict]`` adding its keys to each image's predictions.
     """
 
     task = "detection"
@@ -61,7 +72,8 @@ class TwoStageDetector(DetsegModel):
                  matcher: Matcher | None = None, sampler: BalancedSampler | None = None,
                  box_coder: BoxCoder | None = None, score_thresh: float = 0.05,
                  nms_thresh: float = 0.5, detections_per_img: int = 100, append_gt: bool = True,
-                 smooth_l1_beta: float = 1.0) -> None:
+                 smooth_l1_beta: float = 1.0, image_transform: Callable[[list[Tensor]], ImageBatch] | None = None,
+                 instance_heads: dict[str, nn.Module] | None = None) -> None:
         super().__init__(classes)
         self.backbone = backbone
         self.proposal_generator = proposal_generator
@@ -76,11 +88,19 @@ class TwoStageDetector(DetsegModel):
         self.append_gt = append_gt
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.stride = int(getattr(backbone, "out_stride", 1))
+        self.image_transform = image_transform
+        self.instance_heads = nn.ModuleDict(instance_heads or {})
 
     # -- the model-side transform --------------------------------------------------------------
     def transform(self, images: list[Tensor]) -> tuple[ImageBatch, list[Tensor]]:
         """``(normalised padded batch, resized [0, 1] images)``; longer side = ``img_size``."""
         check_images(images, "two_stage")
+        if self.image_transform is not None:
+            batch = self.image_transform(images)
+            # the resized [0, 1] images, for proposal generators that read pixels
+            mean = batch.tensor.new_tensor(IMAGENET_MEAN)[:, None, None]
+            std = batch.tensor.new_tensor(IMAGENET_STD)[:, None, None]
+            return batch, [x[:, :h, :w] * std + mean for x, (h, w) in zip(batch.tensor, batch.image_sizes)]
         original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         sizes = [resized_size(h, w, self.img_size, keep_aspect=True) for h, w in original]
         resized = [resize_image(im, s) for im, s in zip(images, sizes)]
@@ -96,7 +116,9 @@ class TwoStageDetector(DetsegModel):
             boxes = boxes.to(self.device, torch.float32)
             boxes = boxes * boxes.new_tensor([w / ow, h / oh] * 2)
             ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            out.append({**t, "boxes": boxes[ok], "labels": labels.to(self.device)[ok]})
+            extra = {k: torch.as_tensor(t[k])[ok.to(torch.as_tensor(t[k]).device)]
+                     for k in ("masks", "keypoints") if k in t and len(t[k]) == len(ok)}
+            out.append({**t, "boxes": boxes[ok], "labels": labels.to(self.device)[ok], **extra})
         return out
 
     # -- forward -------------------------------------------------------------------------------
@@ -109,13 +131,24 @@ class TwoStageDetector(DetsegModel):
         proposals, prop_losses = self.propose(images, resized, features, targets, scaled, batch)
         out = ModelOutput()
         if scaled is not None:
-            rois, labels, reg = self.sample_rois(proposals, scaled)
+            rois, labels, reg, matched = self.sample_rois(proposals, scaled, return_matches=True)
             logits, deltas = self.box_head(self.roi_extractor(features, batch.tensor, rois))
             out.losses = {**prop_losses, **self.box_loss(logits, deltas, labels, reg)}
+            for head in self.instance_heads.values():
+                pos = [torch.nonzero(y > 0).flatten() for y in labels]
+                out.losses.update(head.loss(features, batch, [r[p] for r, p in zip(rois, pos)],
+                                            [y[p] for y, p in zip(labels, pos)],
+                                            [m[p] for m, p in zip(matched, pos)], scaled))
         if with_predictions or not self.training:
             with torch.no_grad():  # predictions carry no gradient: R-CNN's 2000 crops need no graph
                 scores, deltas = self.score_regions(self.roi_extractor(features, batch.tensor, proposals))
-            out.predictions = self.postprocess(scores, deltas, proposals, batch)
+                dets = self.detect(scores, deltas, proposals, batch)
+                extra = [head.predict(features, batch, dets) for head in self.instance_heads.values()]
+            out.predictions = [self._to_original(d, size, orig) for d, size, orig
+                               in zip(dets, batch.image_sizes, batch.original_sizes)]
+            for per_image in extra:
+                for p, e in zip(out.predictions, per_image):
+                    p.update(e)
         return out
 
     def propose(self, images: list[Tensor], resized: list[Tensor], features: dict[str, Tensor] | None,
@@ -125,6 +158,9 @@ class TwoStageDetector(DetsegModel):
         (precomputed boxes keyed by the original image) sees the images and targets as given and
         its boxes are scaled here."""
         device = batch.tensor.device
+        if getattr(self.proposal_generator, "frame", "model") == "batch":  # the RPN: padded batch
+            props, losses = self.proposal_generator(batch, features, scaled)
+            return [p.to(device, torch.float32) for p in props], losses
         if getattr(self.proposal_generator, "frame", "model") != "original":
             props, losses = self.proposal_generator(resized, features, scaled)
             return [p.to(device, torch.float32) for p in props], losses
@@ -137,11 +173,12 @@ class TwoStageDetector(DetsegModel):
 
     # -- training ------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_rois(self, proposals: list[Tensor],
-                    targets: list[dict]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    def sample_rois(self, proposals: list[Tensor], targets: list[dict],
+                    return_matches: bool = False) -> tuple[list[Tensor], ...]:
         """Per image: proposals (+ gt), matched and sampled -> ``(rois [n, 4], labels [n] with 0 =
-        background, regression targets [n, 4])``."""
-        rois, labels, reg = [], [], []
+        background, regression targets [n, 4])``, plus each RoI's ground-truth index ``[n]`` with
+        ``return_matches`` (for the mask and keypoint heads)."""
+        rois, labels, reg, matched = [], [], [], []
         for props, t in zip(proposals, targets):
             gt, gt_labels = t["boxes"], t["labels"]
             if self.append_gt:
@@ -153,9 +190,10 @@ class TwoStageDetector(DetsegModel):
             idx = torch.cat([pos, neg])
             rois.append(props[idx])
             labels.append(cls[idx])
+            matched.append(matches[idx])
             reg.append(self.box_coder.encode(gt[matches[idx]], props[idx]) if len(gt)
                        else props.new_zeros((len(idx), 4)))
-        return rois, labels, reg
+        return (rois, labels, reg, matched) if return_matches else (rois, labels, reg)
 
     def box_loss(self, logits: Tensor, deltas: Tensor | None, labels: list[Tensor],
                  reg: list[Tensor]) -> dict[str, Tensor]:
@@ -187,12 +225,20 @@ class TwoStageDetector(DetsegModel):
 
         ``scores`` is ``Tensor[R, C]``, one column per foreground class (:meth:`score_regions`).
         """
+        return [self._to_original(d, size, orig) for d, size, orig in
+                zip(self.detect(scores, deltas, proposals, batch), batch.image_sizes,
+                    batch.original_sizes)]
+
+    def detect(self, scores: Tensor, deltas: Tensor | None, proposals: list[Tensor],
+               batch: ImageBatch) -> list[dict[str, Tensor]]:
+        """:meth:`postprocess` with ``boxes`` still in the resized frame (what the mask and
+        keypoint heads pool from)."""
         c = self.num_classes
         counts = [len(p) for p in proposals]
         per_image = deltas.split(counts) if deltas is not None else [None] * len(counts)
         preds = []
-        for sc, dl, props, (h, w), (oh, ow) in zip(scores.split(counts), per_image, proposals,
-                                                   batch.image_sizes, batch.original_sizes):
+        for sc, dl, props, (h, w) in zip(scores.split(counts), per_image, proposals,
+                                           batch.image_sizes):
             boxes = (self.box_coder.decode(dl, props).view(-1, c, 4) if dl is not None
                      else props[:, None].expand(-1, c, 4))
             boxes = clip_boxes_to_image(boxes, (h, w)).reshape(-1, 4)
@@ -202,10 +248,14 @@ class TwoStageDetector(DetsegModel):
             keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
             keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], self.nms_thresh)]
             keep = keep[: self.detections_per_img]
-            scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-            preds.append({"boxes": clip_boxes_to_image(boxes[keep] * scale, (oh, ow)),
-                          "labels": labels[keep], "scores": scores[keep]})
+            preds.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
         return preds
+
+    @staticmethod
+    def _to_original(det: dict[str, Tensor], size: tuple[int, int],
+                     original: tuple[int, int]) -> dict[str, Tensor]:
+        """Detections of :meth:`detect` with boxes scaled to the original image, clipped."""
+        return {**det, "boxes": rescale_boxes(det["boxes"], size, original)}
 
 
 def _checked_boxes_labels(t: dict[str, Tensor], i: int, num_classes: int) -> tuple[Tensor, Tensor]:
