@@ -61,11 +61,10 @@ def append_or_replace(name: str, records: Iterable[dict[str, Any]],
 
 
 def print_rows(rows: Sequence[dict[str, Any]], head: Sequence[str]) -> None:
-    """``rows``' ``head`` fields as left-aligned columns on stdout."""
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
+    """``rows``' ``head`` fields as a table on stdout (a field a row lacks prints as ``-``)."""
+    from detseg.tables import format_table
+
+    print(format_table(head, [[r.get(h, "-") for h in head] for r in rows]))
 
 
 def command_line() -> str:

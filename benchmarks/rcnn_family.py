@@ -22,6 +22,11 @@ Weights are random unless ``--checkpoints NAME=PATH,...`` gives detseg checkpoin
 depend on the weights, except for the few boxes NMS sees). The first call of each model is a
 warm-up and is not timed.
 
+``faster_rcnn`` (Ren et al., NIPS 2015) gets its proposals from its own RPN on the shared
+features, so its whole forward pass is timed and the RPN's share is taken apart by hooks
+(``proposal_seconds_per_image``); its backbone is the same body under an FPN.
+``fast_rcnn_over_total`` is Fast R-CNN's total (selective search included) over the row's.
+
 The ``paper:`` rows are the published figures for comparison, not measurements: R-CNN 47.0 s and
 Fast R-CNN 0.32 s per image excluding proposals, VGG16 on an Nvidia K40 (Fast R-CNN, Table 4), and
 selective search ~2 s per image on a CPU (Faster R-CNN, Ren et al. 2015, sec. 1).
@@ -47,7 +52,8 @@ from common import append_or_replace, parse_entry, print_rows, stamp  # noqa: E4
 
 from detseg.models.detection.proposals import ProposalGenerator, SelectiveSearchProposals  # noqa: E402
 
-MODELS = ("sliding_window_det", "rcnn", "fast_rcnn")
+MODELS = ("sliding_window_det", "rcnn", "fast_rcnn", "faster_rcnn")
+LEARNED = ("faster_rcnn",)  # proposals from an RPN on the shared features: timed inside the pass
 PAPER_ROWS = (
     {"model": "paper: R-CNN (VGG16, Nvidia K40)", "network_seconds_per_image": 47.0,
      "source": "Girshick, Fast R-CNN, ICCV 2015, Table 4 (test time excl. proposals)"},
@@ -56,6 +62,8 @@ PAPER_ROWS = (
      "source": "Girshick, Fast R-CNN, ICCV 2015, Table 4 (test time excl. proposals)"},
     {"model": "paper: selective search, fast mode (CPU)", "proposal_seconds_per_image": 2.0,
      "proposals_per_image": 2000, "source": "Ren et al., Faster R-CNN, NIPS 2015, sec. 1"},
+    {"model": "paper: Faster R-CNN (VGG16, Nvidia K40)", "total_seconds_per_image": 0.198,
+     "proposals_per_image": 300, "source": "Ren et al., Faster R-CNN, NIPS 2015, Table 5 (incl. RPN)"},
 )
 
 
@@ -86,6 +94,9 @@ def build(name: str, args, classes: list[str]):
             raise SystemExit(f"{path}: img_size {model.img_size} != --img-size {args.img_size}")
     else:
         opts = {"backbone": args.backbone, "img_size": args.img_size}
+        if name in LEARNED:
+            # the same body under an FPN (faster_rcnn's builder puts every backbone under one)
+            opts = {"backbone": args.backbone.removesuffix("_fpn") + "_fpn", "img_size": args.img_size}
         if name in ("rcnn", "fast_rcnn"):
             opts["num_proposals"] = args.num_proposals
         if name in ("rcnn", "sliding_window_det") and args.crop_size:
@@ -96,7 +107,7 @@ def build(name: str, args, classes: list[str]):
 
 def backbone_of(model) -> str:
     args = getattr(model, "builder_args", {}) or {}
-    return str(args.get("backbone", "alexnet_small"))
+    return str(args.get("backbone", "alexnet_small")).removesuffix("_fpn")
 
 
 def time_proposals(model, generator, images: list[Tensor]) -> tuple[list[Tensor], list[float]]:
@@ -129,6 +140,34 @@ def time_network(model, images: list[Tensor], boxes: list[Tensor]) -> list[float
     return seconds
 
 
+def time_learned(model, images: list[Tensor]) -> tuple[list[float], list[float], list[int]]:
+    """A model whose proposals come from its own RPN: the whole pass is timed, and the RPN's share
+    (its forward call, on features the backbone already computed) by hooks, so the proposal and
+    network seconds add up to the pass. Returns (proposal seconds, network seconds, proposals)."""
+    gen, clock = model.proposal_generator, {}
+
+    def before(module, inputs):
+        clock["t"] = time.perf_counter()
+
+    def after(module, inputs, output):
+        clock["rpn"] = time.perf_counter() - clock["t"]
+        clock["n"] = len(output[0][0])
+
+    hooks = [gen.register_forward_pre_hook(before), gen.register_forward_hook(after)]
+    try:
+        model([images[0]])  # warm-up
+        prop, net, count = [], [], []
+        for image in images:
+            t = time.perf_counter()
+            model([image])
+            total = time.perf_counter() - t
+            prop.append(clock["rpn"]), net.append(total - clock["rpn"]), count.append(clock["n"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return prop, net, count
+
+
 def measure(args) -> list[dict[str, Any]]:
     from detseg.data import build_dataset
 
@@ -149,6 +188,19 @@ def measure(args) -> list[dict[str, Any]]:
             # R-CNN and Fast R-CNN share selective search's boxes, computed (and timed) once by
             # one uncached generator, whatever proposals a checkpoint was trained with.
             kind = "selective_search" if name in ("rcnn", "fast_rcnn") else name
+            if name in LEARNED:
+                prop_s, net_s, counts = time_learned(model, images)
+                prop, net = statistics.mean(prop_s), statistics.mean(net_s)
+                rows.append({"model": entries[name], "backbone": backbone_of(model), "img_size": args.img_size,
+                             "weights": "checkpoint" if args.checkpoints.get(name) else "random",
+                             "images": n, "proposals": "RPN (shared features)",
+                             "proposals_per_image": round(statistics.mean(counts), 1),
+                             "proposal_seconds_per_image": round(prop, 4),
+                             "network_seconds_per_image": round(net, 4),
+                             "total_seconds_per_image": round(prop + net, 4),
+                             "network_ms_per_region": round(1000 * net / max(1, statistics.mean(counts)), 3),
+                             "extractor": "MultiScaleRoIAlign 7x7 (FPN)"})
+                continue
             if kind not in stored:
                 generator = (SelectiveSearchProposals("fast", max_proposals=args.num_proposals)
                              if kind == "selective_search" else model.proposal_generator)
@@ -166,9 +218,12 @@ def measure(args) -> list[dict[str, Any]]:
                          "network_ms_per_region": round(1000 * net / max(1, statistics.mean(len(b) for b in boxes)), 3),
                          "extractor": describe_extractor(model)})
     rcnn = next((r["network_seconds_per_image"] for r in rows if r["model"].partition(":")[0] == "rcnn"), None)
+    fast = next((r["total_seconds_per_image"] for r in rows if r["model"].partition(":")[0] == "fast_rcnn"), None)
     for r in rows:
         if rcnn is not None:
             r["rcnn_over_network"] = round(rcnn / r["network_seconds_per_image"], 2)
+        if fast is not None:  # Faster R-CNN's claim: proposals included, vs Fast R-CNN + SS
+            r["fast_rcnn_over_total"] = round(fast / r["total_seconds_per_image"], 2)
     return rows
 
 
@@ -222,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     records += [{"benchmark": "rcnn_family", "dataset": "PASCAL VOC 2007 test", **r} for r in PAPER_ROWS]
     path = append_or_replace("rcnn_family", records, key=("benchmark", "model", "dataset"))
     print_rows(rows, ("model", "extractor", "proposals_per_image", "proposal_seconds_per_image",
-                      "network_seconds_per_image", "total_seconds_per_image", "rcnn_over_network"))
+                      "network_seconds_per_image", "total_seconds_per_image", "rcnn_over_network",
+                      "fast_rcnn_over_total"))
     print(f"wrote {path}")
 
 
