@@ -97,7 +97,8 @@ def _two_stage(classes: list[str], backbone: str, min_size: int, max_size: int, 
               {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
               rpn_nms_thresh, rpn_score_thresh)
     roi = MultiLevelRoIAlign(LEVELS, fpn_channels, 7, 2)
-    head = BoxHead(fpn_channels * 7 * 7, len(classes), hidden=(representation, representation))
+    head = BoxHead(fpn_channels * 7 * 7, len(classes), hidden=(representation, representation),
+                   background_deltas=True)
     model = TwoStageDetector(
         classes, net, rpn, roi, head, img_size=max_size,
         matcher=Matcher([box_bg_iou, box_fg_iou], [NEGATIVE, IGNORE, POSITIVE]),

@@ -13,7 +13,7 @@ and gives torchvision's outputs. The complete name mapping (torchvision -> detse
     roi_heads.box_head.fc6.*                    -> box_head.fc.1.*
     roi_heads.box_head.fc7.*                    -> box_head.fc.3.*
     roi_heads.box_predictor.cls_score.*         -> box_head.cls_score.*
-    roi_heads.box_predictor.bbox_pred.*         -> box_head.bbox_pred.*       rows 4: (see below)
+    roi_heads.box_predictor.bbox_pred.*         -> box_head.bbox_pred.*  (background rows kept, unread)
     roi_heads.mask_head.<i>.0.*                 -> instance_heads.mask.convs.<2i>.*
       (older checkpoints: roi_heads.mask_head.mask_fcn<i+1>.*)
     roi_heads.mask_predictor.conv5_mask.*       -> instance_heads.mask.deconv.*
@@ -21,9 +21,7 @@ and gives torchvision's outputs. The complete name mapping (torchvision -> detse
     roi_heads.keypoint_head.<j>.*               -> instance_heads.keypoint.convs.<j>.*
     roi_heads.keypoint_predictor.kps_score_lowres.* -> instance_heads.keypoint.deconv.*
 
-What is dropped, and why nothing of it is ever used by torchvision: the background's 4 box deltas
-(``bbox_pred`` rows 0..3; torchvision discards the background's boxes in inference and never
-regresses background RoIs in training) and the background's mask map (``mask_fcn_logits``
+What is dropped, and why nothing of it is ever used by torchvision: the background's mask map (``mask_fcn_logits``
 channel 0; only the predicted / ground-truth class's map is read); ``num_batches_tracked`` of a
 batch-norm backbone when the detseg model uses ``FrozenBatchNorm2d`` (a counter, not a weight).
 Everything else must map: :func:`load_torchvision_state_dict` raises on any torchvision tensor it
@@ -63,7 +61,7 @@ RULES: list[tuple[str, Any, Callable[[Tensor], Tensor] | None]] = [
     (r"roi_heads\.box_head\.fc6\.(weight|bias)", r"box_head.fc.1.\1", None),
     (r"roi_heads\.box_head\.fc7\.(weight|bias)", r"box_head.fc.3.\1", None),
     (r"roi_heads\.box_predictor\.cls_score\.(weight|bias)", r"box_head.cls_score.\1", None),
-    (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", r"box_head.bbox_pred.\1", _drop_rows(4)),
+    (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", r"box_head.bbox_pred.\1", None),
     (r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)", _mask_block, None),
     (r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", _mask_fcn, None),
     (r"roi_heads\.mask_predictor\.conv5_mask\.(weight|bias)", r"instance_heads.mask.deconv.\1", None),
