@@ -84,3 +84,20 @@ def test_cli_help_and_bad_method(capsys):
         main(["proposals", "eval", "--help"])
     assert e.value.code == 0 and "--method" in capsys.readouterr().out
     assert main(["proposals", "eval", "--method", "nope", "--data", "shapes:size=64,n=8"]) == 2
+
+
+def test_cli_proposals_eval_of_a_trained_rpn(tmp_path, capsys):
+    opts = ["-o", "backbone=alexnet_small_fpn", "-o", "backbone_width=8", "-o", "fpn_channels=16",
+            "-o", "representation=32", "-o", "anchor_sizes=[8,16,32,48,64]"]
+    assert main(["train", "faster_rcnn", "--data", "shapes:size=64,mode=scene,n=8,n_val=4", "--epochs", "1",
+                 "--img-size", "64", "--batch", "4", "--out", str(tmp_path), *opts]) == 0
+    ckpt = next(tmp_path.rglob("last.pt"))
+    out = tmp_path / "rpn.json"
+    assert main(["proposals", "eval", "--method", "rpn", "--checkpoint", str(ckpt), "--max-proposals", "300",
+                 "--data", "shapes:size=64,mode=scene,n=8,n_val=4", "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["method"] == "rpn" and m["images"] == 4 and 0 <= m["recall@100_iou0.5"] <= 1
+    # the RPN is best-first: recall can only grow with the number of proposals
+    assert m["recall@2000_iou0.5"] >= m["recall@100_iou0.5"]
+    assert main(["proposals", "eval", "--method", "rpn", "--data", "shapes:size=64,n=8"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err

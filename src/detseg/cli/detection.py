@@ -2,6 +2,7 @@
 fit R-CNN's per-class SVMs on a trained checkpoint (:mod:`detseg.models.detection.svm`).
 
     detseg proposals eval --method sliding_window|selective_search_fast|selective_search_quality|precomputed:PATH
+                          |rpn --checkpoint FILE (a trained faster_rcnn / mask_rcnn / keypoint_rcnn)
                           --data DATA [--split val] [--limit N] [--json FILE] [--cache-dir DIR]
 
 Prints recall at 100/500/1000/2000 proposals for IoU 0.5 and 0.7, MABO and seconds per image
@@ -17,7 +18,8 @@ from typing import Any
 from detseg.cli.common import DATA_HELP
 from detseg.tables import format_table
 
-METHODS = ("sliding_window", "selective_search_fast", "selective_search_quality", "precomputed:PATH")
+METHODS = ("sliding_window", "selective_search_fast", "selective_search_quality", "precomputed:PATH",
+           "rpn")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,6 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="proposals_verb", required=True, metavar="ACTION")
     e = sub.add_parser("eval", help="recall@100/500/1000/2000 at IoU 0.5/0.7, MABO, seconds per image")
     e.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
+    e.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="--method rpn: a trained faster_rcnn / mask_rcnn / keypoint_rcnn checkpoint")
     e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="val")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N images only")
@@ -37,9 +41,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def build_generator(method: str, max_proposals: int | None = 2000, cache_dir: str | None = None):
+def build_generator(method: str, max_proposals: int | None = 2000, cache_dir: str | None = None,
+                    checkpoint: str | None = None):
     """The :class:`~detseg.models.detection.proposals.ProposalGenerator` a ``--method`` string names."""
     from detseg.models.detection import proposals as P
+
+    if method == "rpn":
+        if not checkpoint:
+            raise ValueError("--method rpn needs --checkpoint FILE (a trained faster_rcnn, mask_rcnn "
+                             "or keypoint_rcnn)")
+        from detseg.engine.checkpoint import load_model
+
+        return P.DetectorProposals(load_model(checkpoint), max_proposals)
+    if checkpoint:
+        raise ValueError(f"--checkpoint is for --method rpn, not {method!r}")
 
     if method == "sliding_window":
         return P.SlidingWindowProposals(max_proposals=max_proposals)
@@ -57,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from detseg.evaluation.proposals import evaluate_proposals
     from detseg.io import write_json
 
-    generator = build_generator(args.method, args.max_proposals, args.cache_dir)
+    generator = build_generator(args.method, args.max_proposals, args.cache_dir, args.checkpoint)
     dataset = build_dataset(args.data, split=args.split, task="detection",
                             val_fraction=args.val_fraction, format=args.format)
     if len(dataset) == 0:

@@ -393,3 +393,39 @@ def save_proposals(path: str | Path, proposals: Mapping[str, Tensor | np.ndarray
         write_json(path, {k: v.tolist() for k, v in arrays.items()})
     else:
         raise ValueError(f"{path}: proposals: unknown format (expected .json or .npz)")
+
+
+# ---------------------------------------------------------------- a trained detector's RPN
+
+
+class DetectorProposals(ProposalGenerator):
+    """The proposals of a trained two-stage detector's own generator (Faster R-CNN's RPN), in the
+    original image's pixels, best first: so that ``detseg proposals eval --method rpn --checkpoint
+    FILE`` scores a learned RPN with the same evaluator as selective search and sliding windows.
+
+    The detector's resize, backbone and RPN run in eval mode; ``max_proposals`` sets the RPN's
+    test-time post-NMS count (Ren et al. evaluate 300 and 2000, sec. 4.1).
+    """
+
+    def __init__(self, detector: nn.Module, max_proposals: int | None = None) -> None:
+        super().__init__()
+        gen = getattr(detector, "proposal_generator", None)
+        if gen is None or getattr(gen, "frame", None) != "batch":
+            raise ValueError(f"{getattr(detector, 'builder_name', type(detector).__name__)}: no learned "
+                             "proposal generator (an RPN) to evaluate; --method rpn needs a faster_rcnn, "
+                             "mask_rcnn or keypoint_rcnn checkpoint")
+        self.detector = detector.eval()
+        if max_proposals:
+            gen.post_nms_top_n = {**gen.post_nms_top_n, "testing": int(max_proposals)}
+
+    @torch.no_grad()
+    def forward(self, images: list[Tensor], features: dict[str, Tensor] | None = None,
+                targets: list[dict[str, Any]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
+        from detseg.models.transform import rescale_boxes
+
+        model = self.detector
+        device = next(model.parameters()).device
+        batch, _ = model.transform([im.to(device) for im in images])
+        props, _ = model.proposal_generator(batch, model.backbone(batch.tensor), None)
+        return [rescale_boxes(p.float(), size, orig).cpu() for p, size, orig
+                in zip(props, batch.image_sizes, batch.original_sizes)], {}
