@@ -19,6 +19,7 @@ def test_default_recipes_build_and_panels_use_the_budgets():
     by_key = {r.key: r for r in demo_mod.DEMOS}
     assert by_key["pose_heatmap"].time_limit == demo_mod.POSE_MINUTES
     assert by_key["fast_rcnn"].time_limit == demo_mod.DETECTION_MINUTES
+    assert by_key["mask_rcnn"].time_limit == demo_mod.INSTANCE_MINUTES
     assert "mode=person" in by_key["pose_heatmap"].data and "mode=scene" in by_key["fast_rcnn"].data
     assert not by_key["pose_heatmap"].extra and not by_key["fast_rcnn"].extra
 
@@ -27,13 +28,18 @@ def test_pose_and_detection_panels(tmp_path, monkeypatch):
     tiny = [demo_mod.DemoRecipe("pose_heatmap", "shapes:size=32,mode=person,n=8,n_val=4", epochs=1,
                                 img_size=32, batch=4, time_limit=0.05),
             demo_mod.DemoRecipe("fast_rcnn", "shapes:size=32,mode=scene,n=8,n_val=4", epochs=1,
-                                img_size=32, batch=4, amp=False, model_opts={"feature": "c3"})]
+                                img_size=32, batch=4, amp=False, model_opts={"feature": "c3"}),
+            demo_mod.DemoRecipe("mask_rcnn", "shapes:size=32,mode=scene,n=8,n_val=4", epochs=1,
+                                img_size=32, batch=4, amp=False,
+                                model_opts={**demo_mod.MASK_RCNN_CPU, "fpn_channels": 16,
+                                            "representation": 32, "backbone_width": 8})]
     monkeypatch.setattr(demo_mod, "DEMOS", tiny)
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "PCK@0.2" in summary["pose_heatmap"] and "mAP50" in summary["fast_rcnn"]
     html = (tmp_path / "report.html").read_text()
-    for key in ("pose_heatmap", "fast_rcnn"):
+    assert "mask_mAP" in summary["mask_rcnn"] and "Mask mAP on the validation scenes" in html
+    for key in ("pose_heatmap", "fast_rcnn", "mask_rcnn"):
         assert f'src="panel_{key}.png"' in html
         assert (tmp_path / f"panel_{key}.png").is_file()
     assert "PCK@0.2 on the validation figures" in html and "mAP50 on the validation scenes" in html

@@ -15,10 +15,11 @@ report also shows the classic, training-free baseline: mean-shift regions of the
 images (``meanshift.png``), each region named by the majority ground-truth class — an upper
 bound, since it reads the labels.
 
-Two panels picture what the numbers summarise: the pose panel (``panel_<model>.png``) draws the
+Three panels picture what the numbers summarise: the pose panel (``panel_<model>.png``) draws the
 ground-truth and predicted skeletons of a few validation stick figures with PCK@0.2, and the
 detection panel (``panel_<model>.png``) shows, for a few validation scenes, the first
-selective-search proposals, the final detections (class, score) and the ground truth, with mAP50.
+selective-search proposals, the final detections (class, score) and the ground truth, with mAP50;
+the instance panel draws Mask R-CNN's masks next to the ground-truth instances, with mask mAP.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class DemoRecipe:
 # change them here only.
 POSE_MINUTES = 1.0
 DETECTION_MINUTES = 1.0
+INSTANCE_MINUTES = 1.0
+# Mask R-CNN sized for 64 px scenes on a CPU: a narrow FPN, anchors of the objects' sizes, fewer RPN
+# proposals than torchvision's 2000 / 1000 (there are at most a few objects per scene).
+MASK_RCNN_CPU = {"backbone": "alexnet_small_fpn", "fpn_channels": 64, "representation": 256,
+                 "anchor_sizes": [8, 16, 32, 48, 64], "rpn_pre_nms_top_n_train": 300,
+                 "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 300,
+                 "rpn_post_nms_top_n_test": 100, "box_batch_size_per_image": 64}
 
 # Budgets measured on the 2-core reference machine (docs/BENCHMARKS.md has the runs): the FCN
 # needs many distinct scenes more than many epochs (n=4000 x 12 epochs plateaus at mIoU 0.83,
@@ -91,6 +99,9 @@ DEMOS: list[DemoRecipe] = [
                batch=16, lr=4e-3, amp=False, time_limit=DETECTION_MINUTES,
                model_opts={"feature": "c3"},
                note="Fast R-CNN: selective search, RoI pooling, softmax + box regression"),
+    DemoRecipe("mask_rcnn", "shapes:size=64,mode=scene,n=2000,n_val=100", epochs=20, img_size=64,
+               batch=16, lr=2e-3, amp=False, time_limit=INSTANCE_MINUTES, model_opts=MASK_RCNN_CPU,
+               note="Mask R-CNN: RPN + RoIAlign, box head and a per-class 28x28 mask head"),
 ]
 
 
@@ -356,7 +367,35 @@ def _detection_section(out: Path, key: str, trainer) -> str:
 </section>"""
 
 
-PANELS = {"pose": _pose_section, "detection": _detection_section}
+def _instance_section(out: Path, key: str, trainer) -> str:
+    """For the first val scenes: the predicted instance masks (class, score) and the ground truth
+    -> ``panel_<key>.png``."""
+    from detseg.io import save_png
+    from detseg.visualize import draw_prediction, draw_target, make_grid
+
+    val, model = trainer.val_set, trainer.eval_model
+    classes = list(val.classes)
+    rows, titles = [], []
+    for i in range(min(N_PICTURED, len(val))):
+        image, target = val[i]
+        pred = _predict(model, image)
+        rows.append([draw_prediction(image, pred, "instance", classes, score_thresh=DETECTION_SCORE),
+                     draw_target(image, target, "instance", classes)])
+        titles.append([f"instances (score >= {DETECTION_SCORE:g})", "ground truth"])
+    save_png(out / f"panel_{key}.png", make_grid(rows, titles))
+    final = trainer.summary()["final"]
+    return f"""
+<section>
+  <h2>Instance segmentation: {html.escape(key)} on shapes scenes</h2>
+  <p>Mask mAP on the validation scenes: <b>{final.get("mask_mAP", float("nan")):.3f}</b>
+     (box mAP {final.get("mAP", float("nan")):.3f}, box mAP50 {final.get("mAP50", float("nan")):.3f}).
+     Pictured: each detection scoring at least {DETECTION_SCORE:g} with its mask, class and score
+     (left), the ground-truth instances (right).</p>
+  <img src="panel_{html.escape(key)}.png" alt="predicted instance masks and ground truth">
+</section>"""
+
+
+PANELS = {"pose": _pose_section, "detection": _detection_section, "instance": _instance_section}
 
 
 def _page(sections: list[str], seconds: float) -> str:
