@@ -38,3 +38,14 @@ def test_planted_symlink_is_refused(tmp_path):
     with pytest.raises(ValueError, match="would leave the output folder"):
         safe_output_name(out, "../a.png")
     assert outside.read_text() == "keep"
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_private_one(tmp_path):
+    import os
+    import stat
+
+    from detseg import io
+
+    io.write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~io._umask()
+    assert io._umask() == os.umask(io._umask())  # the process umask is left as it was

@@ -88,7 +88,9 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     ``suffix`` ends the temporary name (a writer that picks its container by the extension, like
-    ``cv2.VideoWriter``, needs e.g. ``.tmp.mp4``).
+    ``cv2.VideoWriter``, needs e.g. ``.tmp.mp4``). The file gets the mode a plain ``open`` would
+    give it (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``: run folders are
+    shared with teammates, web servers and containers running as another user.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +99,22 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:  # read once (the only portable read sets it): not racing other threads later
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def write_text(path: str | Path, text: str) -> None:
