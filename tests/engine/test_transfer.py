@@ -171,3 +171,28 @@ def test_cli_writes_transfer_json(tmp_path, capsys):
     assert report["counts"]["reinitialised"] == 4 and report["frozen"]["stages"] == ["c1"]
     assert main([*argv, "--freeze-backbone", "9"]) == 2
     assert "--freeze-backbone 9" in capsys.readouterr().err
+
+
+def test_study_subsets_and_docs_section(tmp_path):
+    """benchmarks/transfer.py's nested, seeded training-set fractions; make_docs shows its plot."""
+    from tests.benchmark_scripts import load_benchmark
+
+    study = load_benchmark("transfer")
+    spec, split, n = study.subset_split("shapes:size=64,mode=scene,n=16,n_val=8", "train", 0.25, 0, tmp_path)
+    assert (spec, split, n) == ("shapes:size=64,mode=scene,n_val=8,n=4", "train", 4)
+    if study.RACCOON.is_dir():
+        lists = [study.subset_split(str(study.RACCOON), study.RACCOON_SPLIT[0], f, 0, tmp_path)[1:]
+                 for f in (0.25, 0.5, 1.0)]
+        names = [set(open(path).read().split()) for path, _ in lists]
+        assert [len(s) for s in names] == [k for _, k in lists] == [40, 80, 160]
+        assert names[0] <= names[1] <= names[2]
+    rows = [{"benchmark": "transfer_x", "model": "m", "init": init, "fraction": f, "mAP": 0.1 * i,
+             "mAP50": 0.2 * i, "train_images": int(f * 8)}
+            for i, (init, f) in enumerate([("scratch", 0.5), ("transfer", 0.5), ("scratch", 1.0), ("transfer", 1.0)])]
+    table = study.study_table(rows)
+    assert "transfer mAP" in table and "50%" in table and "0.100" in table
+    (tmp_path / "transfer_x.json").write_text(json.dumps(rows))
+    study.plot_study(rows, tmp_path / "transfer_x.png", "t")
+    text = load_benchmark("make_docs").render(tmp_path)
+    assert "The transfer-learning study on `x`" in text
+    assert "![transfer_x](../benchmarks/results/transfer_x.png)" in text
