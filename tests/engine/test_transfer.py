@@ -196,3 +196,16 @@ def test_study_subsets_and_docs_section(tmp_path):
     text = load_benchmark("make_docs").render(tmp_path)
     assert "The transfer-learning study on `x`" in text
     assert "![transfer_x](../benchmarks/results/transfer_x.png)" in text
+
+
+def test_yolo_priors_are_refitted_after_loading(tmp_path):
+    torch.manual_seed(0)
+    src = build_model("yolo", SOURCE_CLASSES, img_size=64, backbone="simple")
+    path = tmp_path / "yolo.pt"
+    save_checkpoint(path, {"builder": "yolo", "builder_args": src.builder_args, "model": src.state_dict()})
+    trainer = Trainer(_cfg(tmp_path, model="yolo", model_opts={"backbone": "simple"}, weights=str(path)))
+    report = trainer.transfer
+    assert report["refitted"] == ["anchors"]  # k-means on the new data, not the file's
+    assert not torch.equal(trainer.model.anchors, src.anchors)
+    assert {e["name"] for e in report["reinitialised"]} == {f"heads.{i}.1.{w}" for i in range(len(src.heads))
+                                                             for w in ("weight", "bias")}

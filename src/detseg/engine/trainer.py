@@ -173,10 +173,8 @@ class Trainer:
             if cfg.img_size is not None:
                 kwargs["img_size"] = cfg.img_size
             self.model = build_model(cfg.model, classes=list(classes), **kwargs)
-            if hasattr(self.model, "fit_priors"):  # data-dependent priors: YOLO's k-means anchors
-                self.model.fit_priors(self.train_set)
-        self.model.dataset_info = dataset_info(self.train_set)
         self._transfer(cfg, fresh=resume_state is None)
+        self.model.dataset_info = dataset_info(self.train_set)
         self.model.to(self.device)
         if cfg.channels_last:
             # Converting the weights is enough: a convolution with channels-last weights returns
@@ -211,6 +209,12 @@ class Trainer:
         from detseg.io import write_json
 
         loaded = load_transfer(self.model, cfg.weights) if fresh and cfg.weights else None
+        if fresh and hasattr(self.model, "fit_priors"):  # data-dependent priors: YOLO's k-means anchors
+            before = {k: v.clone() for k, v in self.model.state_dict().items()} if loaded else {}
+            self.model.fit_priors(self.train_set)  # after --weights: priors fit the data trained on
+            if loaded:
+                after = self.model.state_dict()
+                loaded["refitted"] = [k for k in loaded["loaded"] if not torch.equal(before[k], after[k])]
         self.frozen = (freeze_backbone(self.model, cfg.freeze_backbone, cfg.model)
                        if cfg.freeze_backbone else None)
         self.transfer = None

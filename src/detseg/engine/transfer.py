@@ -18,7 +18,8 @@ tensor whose name *and* shape match the freshly built model is copied in. The re
   ``box_head.cls_score.*`` of a checkpoint trained for another class count);
 - ``reinitialised``: tensors of the model left at their fresh initialisation, with the reason
   (``shape mismatch`` or ``missing in file``);
-- ``loaded``: the names copied.
+- ``loaded``: the names copied; the trainer adds ``refitted``, those of them a model's
+  data-dependent priors then replaced for the new data (YOLO's k-means anchors, ``fit_priors``).
 
 Names are matched as they are, or -- when that matches more tensors -- after replacing one leading
 prefix of the file's names by one of the model's (a DDP ``module.`` prefix; a backbone-only
@@ -299,6 +300,8 @@ def format_transfer(report: dict[str, Any], show: int = 6) -> str:
                 lines.append(f"  {title}: {e['name']}: {e['reason']}{shapes}")
             if len(items) > show:
                 lines.append(f"  ... {len(items) - show} more {title} (transfer.json lists them all)")
+        if report.get("refitted"):
+            lines.append(f"  refitted to this data after loading: {', '.join(report['refitted'])}")
     fr = report.get("frozen")
     if fr:
         lines.append(f"frozen: {len(fr['stages'])} of {len(fr['stages_available'])} stages of the "
