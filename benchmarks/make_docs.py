@@ -5,7 +5,8 @@
 
 One section per results file: a short intro for the benchmarks this script knows, a markdown table
 of the records (columns: every key that appears, in first-seen order; nested values such as
-``versions`` are written ``key=value``), and the command that produced each row. Files of
+``versions`` are written ``key=value``), and the command that produced each row; a PNG of the
+same name beside a results file (a benchmark's plot) is shown under its intro. Files of
 benchmarks it does not know still render, with a generic intro. Nothing here is edited by hand.
 """
 
@@ -178,6 +179,18 @@ PREFIX_INTROS: dict[str, str] = {
         "in `svm_seconds` on the train split); `softmax_mAP50`/`softmax_mAP` repeat that network's "
         "softmax scores, so the two scorings of one network sit in one row."
     ),
+    "transfer_": (
+        "The transfer-learning study on {dataset} (`benchmarks/transfer.py`; the lecture's \"less "
+        "data, same performance\"): the detector in the model column is trained once on `source` "
+        "(the `init = source` row, evaluated on the source's own val split), then on {dataset} "
+        "with a seeded, nested `fraction` of its training images (`train_images`), once from "
+        "scratch and once from the source checkpoint (`detseg train --weights`: every tensor whose "
+        "name and shape match is loaded, `tensors_reinitialised` are the class-dependent "
+        "predictors; `freeze_backbone` stages frozen), each for the same CPU budget "
+        "(`budget_minutes` of training, the LR decaying over it), evaluated on the full validation "
+        "split by the COCO evaluator (`mAP` = AP@[.5:.95], `mAP50`). The question the plot "
+        "answers: does transfer at 25 % of the images reach scratch at 100 %?"
+    ),
 }
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
@@ -220,6 +233,9 @@ def render_file(path: Path) -> str:
     records = [r for r in records if isinstance(r, dict)]
     intro = INTROS.get(name) or _prefix_intro(name) or f"Results of the `{name}` benchmark."
     lines = [f"## {name}", "", intro, "", f"Source: `benchmarks/results/{path.name}`.", ""]
+    png = path.with_suffix(".png")
+    if png.is_file():  # a benchmark's plot beside its JSON (transfer_*: mAP vs training fraction)
+        lines += [f"![{name}](../benchmarks/results/{png.name})", ""]
     if not records:
         return "\n".join(lines + ["No records yet.", ""])
     cols = _columns(records)

@@ -99,3 +99,24 @@ def test_bad_weights_give_clear_errors(tmp_path):
     # An enum-looking name that torchvision does not know: an error, never a download.
     with pytest.raises(ValueError, match="torchvision weights enum"):
         build_backbone("resnet18", weights="NoSuch_Weights.IMAGENET1K_V1")
+
+
+def test_stages_per_family():
+    """The units --freeze-backbone counts: ResNet stem + layer1..4, staged c1..c5, VGG blocks, FPN body."""
+    from detseg.models.backbones import backbone_stages
+    from detseg.models.detection.builders import truncate_backbone
+    from detseg.models.detection.fpn import FPNBackbone
+    from detseg.models.segmentation.fcn_skips import VGG16Backbone
+    from detseg.models.segmentation.segnet import SegNetEncoder
+
+    assert [n for n, _ in backbone_stages(build_backbone("resnet18"))] == ["stem", "layer1", "layer2",
+                                                                           "layer3", "layer4"]
+    assert [n for n, _ in backbone_stages(build_backbone("simple"))] == ["c1", "c2", "c3", "c4", "c5"]
+    assert [n for n, _ in backbone_stages(FPNBackbone(build_backbone("simple"), out_channels=8))][-1] == "c5"
+    assert len(backbone_stages(VGG16Backbone())) == 5
+    assert len(backbone_stages(SegNetEncoder((1, 1, 1), [8, 8, 8]))) == 3
+    # stages a truncation dropped do not count
+    assert [n for n, _ in backbone_stages(truncate_backbone(build_backbone("resnet18"), "c4"))] == \
+        ["stem", "layer1", "layer2", "layer3"]
+    with pytest.raises(ValueError, match="not a backbone with stages"):
+        backbone_stages(torch.nn.Linear(2, 2))

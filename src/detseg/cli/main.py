@@ -78,9 +78,13 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--val-split", default="val", help="like --train-split (e.g. 900:1000)")
     t.add_argument("--format", default=None, help="override the auto-detected data format")
     add_source_arguments(t)
-    t.add_argument("--weights", default=None,
-                   help="pretrained backbone weights: a local file, or a torchvision enum name (downloads)")
-    t.add_argument("--freeze-backbone", action="store_true")
+    t.add_argument("--weights", default=None, metavar="FILE",
+                   help="fine-tune from a detseg checkpoint or a state_dict file (a torchvision R-CNN one "
+                        "too): tensors whose name and shape match load, the rest (e.g. predictors of "
+                        "another class count) stay freshly initialised; listed in transfer.json")
+    t.add_argument("--freeze-backbone", type=int, default=0, metavar="N",
+                   help="freeze the first N backbone stages (resnets: stem, layer1..4; small backbones: "
+                        "c1..c5), their batch norms in eval mode")
     t.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="training budget in minutes: the LR schedule decays over it and training stops "
                         "when it is spent (mid-epoch), then validates")

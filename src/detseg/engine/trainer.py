@@ -9,6 +9,11 @@ the optimizer, schedule and history restored. Every random stream the loop uses 
 DataLoader worker seeds) are reseeded from it. A resumed run — killed anywhere, even inside an
 epoch, which is then redone from its start — therefore sees the same batches and draws the same
 numbers as the uninterrupted run, and ends with the same weights and metrics (on one device type).
+
+Transfer learning (``weights``, ``freeze_backbone``; :mod:`detseg.engine.transfer`): a new run may
+start from another run's weights (every tensor whose name and shape match) with the first backbone
+stages frozen; what was loaded, skipped, re-initialised and frozen is printed and saved as
+``transfer.json`` in the run folder.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from detseg.engine.evaluate import evaluate, to_device
 from detseg.engine.hooks import (ArgsWriter, CheckpointHook, CurvesPlotter, Hook, MetricsLogger, SamplesDrawer,
                                  TensorBoardLogger)
 from detseg.engine.schedule import build_optimizer, build_scheduler
+from detseg.engine.transfer import keep_frozen_eval
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,8 +71,8 @@ class TrainConfig:
     format: str | None = None
     images: str | None = None  # image folder named explicitly (--images); data is then a root or unused
     annotations: str | None = None  # XML folder | COCO json | joints file | label-PNG folder
-    weights: str | None = None  # pretrained backbone weights: local file or torchvision enum
-    freeze_backbone: bool = False
+    weights: str | None = None  # fine-tune from: a detseg checkpoint or state_dict (engine/transfer.py)
+    freeze_backbone: int = 0  # freeze the first N backbone stages (their batch norms stay in eval)
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
     time_limit: float | None = None  # minutes of training: the LR decays over it, then it stops
     model_opts: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +135,9 @@ class Trainer:
             raise ValueError(f"val_every: must be >= 1 (validate every N epochs), got {cfg.val_every}")
         if cfg.tensorboard:
             TensorBoardLogger.require()  # a missing package fails before a run folder is made
+        if cfg.resume and cfg.weights:
+            raise ValueError(f"--resume and --weights {cfg.weights}: choose one (--resume continues a run "
+                             "with its own weights; --weights starts a new run from a checkpoint)")
         self.device = dist_utils.init_distributed(cfg.device)
         resume_state = None
         if cfg.resume:
@@ -163,17 +172,9 @@ class Trainer:
                 kwargs["class_weights"] = median_frequency_from(self.train_set, len(classes))
             if cfg.img_size is not None:
                 kwargs["img_size"] = cfg.img_size
-            if cfg.weights is not None:
-                kwargs["weights"] = cfg.weights
             self.model = build_model(cfg.model, classes=list(classes), **kwargs)
-            if hasattr(self.model, "fit_priors"):  # data-dependent priors: YOLO's k-means anchors
-                self.model.fit_priors(self.train_set)
+        self._transfer(cfg, fresh=resume_state is None)
         self.model.dataset_info = dataset_info(self.train_set)
-        if cfg.freeze_backbone:
-            backbone = getattr(self.model, "backbone", None)
-            if backbone is None:
-                raise ValueError(f"{cfg.model}: --freeze-backbone: this model has no backbone")
-            backbone.requires_grad_(False)
         self.model.to(self.device)
         if cfg.channels_last:
             # Converting the weights is enough: a convolution with channels-last weights returns
@@ -200,6 +201,30 @@ class Trainer:
         if resume_state is not None:
             self._load_training_state(resume_state)
         self.hooks = hooks if hooks is not None else default_hooks(cfg)
+
+    def _transfer(self, cfg: TrainConfig, fresh: bool) -> None:
+        """``--weights`` (a new run only: a resumed one has its own) and ``--freeze-backbone``
+        (again on resume: ``requires_grad`` is not in a checkpoint); ``transfer.json``."""
+        from detseg.engine.transfer import format_transfer, freeze_backbone, load_transfer, transfer_report
+        from detseg.io import write_json
+
+        loaded = load_transfer(self.model, cfg.weights) if fresh and cfg.weights else None
+        if fresh and hasattr(self.model, "fit_priors"):  # data-dependent priors: YOLO's k-means anchors
+            before = {k: v.clone() for k, v in self.model.state_dict().items()} if loaded else {}
+            self.model.fit_priors(self.train_set)  # after --weights: priors fit the data trained on
+            if loaded:
+                after = self.model.state_dict()
+                loaded["refitted"] = [k for k in loaded["loaded"] if not torch.equal(before[k], after[k])]
+        self.frozen = (freeze_backbone(self.model, cfg.freeze_backbone, cfg.model)
+                       if cfg.freeze_backbone else None)
+        self.transfer = None
+        if loaded is None and self.frozen is None:
+            return
+        self.transfer = transfer_report(loaded, self.frozen, self.model)
+        if fresh and dist_utils.is_main():
+            write_json(self.run_dir / "transfer.json", self.transfer)
+            if not cfg.quiet:
+                print(format_transfer(self.transfer))
 
     # -- data --------------------------------------------------------------------------------
     def _train_loader(self) -> DataLoader:
@@ -330,6 +355,7 @@ class Trainer:
 
         cfg = self.cfg
         self.model.train()
+        keep_frozen_eval(self.frozen)  # frozen stages keep their pretrained batch statistics
         self._set_epoch(epoch)
         sums: dict[str, float] = {}
         n = 0

@@ -21,6 +21,13 @@ Backbones whose downsampling is max-pooling (``alexnet_small``) also declare tho
 (``pool_specs``) and offer ``forward_with_indices``, which returns each pool's argmax indices beside
 the features, for decoders that max-unpool with them (SegNet; Badrinarayanan et al., TPAMI 2017).
 
+Stages (what ``detseg train --freeze-backbone N`` freezes, shallow to deep; :func:`backbone_stages`):
+ResNets have 5 -- the stem (``conv1`` + ``bn1``) and ``layer1..layer4`` (torchvision's
+``trainable_layers`` units); a :class:`StagedBackbone` (``alexnet_small``, ``simple``) one per
+``c1..c5`` stage; a VGG-style ``features`` sequence (FCN's VGG-16, SegNet's encoder) one per block
+ending in a max-pool; an FPN backbone the stages of its body (the FPN neck is not a stage).
+Stages a truncated backbone dropped (Fast R-CNN's ``feature``) do not count.
+
 Random initialisation by default. ``weights`` is a local file (a ``state_dict`` saved by torch, a
 torchvision checkpoint, or a detseg checkpoint, read with ``torch.load(weights_only=True)``) or a
 torchvision weights enum name such as ``"ResNet18_Weights.IMAGENET1K_V1"`` (downloads, so only when
@@ -103,6 +110,14 @@ class Backbone(nn.Module):
         raise ValueError(f"backbone {type(self).__name__}: has no max-pools whose indices can be "
                          "recorded")
 
+    def named_stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """``[(stage name, its modules), ...]`` shallow to deep: the units ``--freeze-backbone``
+        counts. The default splits a VGG-style ``features`` sequence after each max-pool."""
+        features = getattr(self, "features", None)
+        if isinstance(features, nn.Sequential):
+            return pool_blocks(features)
+        raise ValueError(f"backbone {type(self).__name__}: defines no stages to freeze")
+
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1,
                   dilation: int = 1) -> list[nn.Module]:
@@ -129,6 +144,10 @@ class StagedBackbone(Backbone):
             x = stage(x)
             out[name] = x
         return out
+
+    def named_stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """One stage per named feature map (``c1..c5``)."""
+        return [(name, [stage]) for name, stage in self.stages.items()]
 
     @property
     def pool_specs(self) -> dict[int, PoolSpec]:
@@ -217,6 +236,15 @@ class ResNetBackbone(Backbone):
         last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
         return len(last_bn.weight)  # FrozenBatchNorm2d has no num_features
 
+    def named_stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """The stem (``conv1`` + ``bn1``), then ``layer1..layer4`` (those a truncation kept)."""
+        stages = [("stem", [self.conv1, self.bn1])]
+        for i in range(1, 5):
+            layer = getattr(self, f"layer{i}")
+            if not isinstance(layer, nn.Identity):  # dropped by truncate_backbone
+                stages.append((f"layer{i}", [layer]))
+        return stages
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
         out = {"c1": x}
@@ -267,6 +295,37 @@ def build_backbone(name: str, weights: str | None = None, width: int | None = No
     if weights:
         load_weights(backbone, weights)
     return backbone
+
+
+def pool_blocks(features: nn.Sequential) -> list[tuple[str, list[nn.Module]]]:
+    """VGG-style blocks of ``features``: ``block1``, ``block2``, ... each ending in a max-pool
+    (layers after the last pool form one more block)."""
+    blocks: list[tuple[str, list[nn.Module]]] = []
+    current: list[nn.Module] = []
+    for layer in features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            blocks.append((f"block{len(blocks) + 1}", current))
+            current = []
+    if current:
+        blocks.append((f"block{len(blocks) + 1}", current))
+    return blocks
+
+
+def backbone_stages(backbone: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """The stages of ``backbone`` shallow to deep (module docstring): a :class:`Backbone`'s
+    ``named_stages()``, or the max-pool blocks of a module with a VGG-style ``features``.
+
+    Raises:
+        ValueError: for a module of no known family.
+    """
+    if isinstance(backbone, Backbone):
+        return backbone.named_stages()
+    features = getattr(backbone, "features", None)
+    if isinstance(features, nn.Sequential):
+        return pool_blocks(features)
+    raise ValueError(f"{type(backbone).__name__}: not a backbone with stages (a detseg Backbone "
+                     "or a VGG-style features sequence)")
 
 
 # -- pretrained weights --------------------------------------------------------------------------

@@ -92,6 +92,10 @@ class FPNBackbone(Backbone):
         strides = [body.strides[f] for f in self.in_features]
         self.strides = dict(zip(self.level_names, strides + ([strides[-1] * 2] if extra_pool else [])))
 
+    def named_stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """The body's stages (the FPN neck is not a backbone stage: it is trained from scratch)."""
+        return self.body.named_stages()
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats = self.body(x)
         y = self.fpn(OrderedDict((f, feats[f]) for f in self.in_features))
