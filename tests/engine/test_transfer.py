@@ -89,10 +89,11 @@ def test_prefixed_and_torchvision_names(tmp_path):
     torch.save(body, tmp_path / "body.pt")
     report = load_transfer(build_model("faster_rcnn", ["x"], img_size=64, **OPTS), tmp_path / "body.pt")
     assert sorted(report["loaded"]) == sorted(f"backbone.body.{k}" for k in body)
-    # torchvision names go through torchvision_compat's mapping (background box rows dropped).
+    # torchvision names go through torchvision_compat's mapping (the background's box rows are
+    # kept in detseg's regressor too, so the tensor loads as it is).
     sd = model.state_dict()
     tv = {"roi_heads.box_head.fc6.weight": sd["box_head.fc.1.weight"],
-          "roi_heads.box_predictor.bbox_pred.weight": torch.cat([torch.zeros(4, 32), sd["box_head.bbox_pred.weight"]]),
+          "roi_heads.box_predictor.bbox_pred.weight": sd["box_head.bbox_pred.weight"],
           "rpn.head.cls_logits.bias": sd["proposal_generator.head.cls_logits.bias"],
           "roi_heads.unknown.weight": torch.zeros(1)}
     torch.save(tv, tmp_path / "tv.pt")
