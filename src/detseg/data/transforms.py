@@ -237,6 +237,10 @@ def _scale_crop_params(H: int, W: int, scale_range: tuple[float, float],
         kw, kh = keep[2] - keep[0], keep[3] - keep[1]
         s = min(s, W / kw if kw > 0 else s, H / kh if kh > 0 else s)
     nh, nw = max(1, round(H * s)), max(1, round(W * s))
+    if keep is not None:  # rounding up must not make the kept extent wider than the window
+        kw, kh = keep[2] - keep[0], keep[3] - keep[1]
+        nw = min(nw, math.floor(W * W / kw + 1e-6)) if kw > 0 else nw
+        nh = min(nh, math.floor(H * H / kh + 1e-6)) if kh > 0 else nh
     top = _offset(nh, H, None if keep is None else (keep[1] * nh / H, keep[3] * nh / H))
     left = _offset(nw, W, None if keep is None else (keep[0] * nw / W, keep[2] * nw / W))
     return nh, nw, top, left

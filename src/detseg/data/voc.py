@@ -7,6 +7,9 @@ stems (``Annotations`` + ``JPEGImages`` + ``ImageSets/Main``, raccoon's ``annota
 ``images``, ``xml/`` + ``images/``, ``boxes/`` + ``jpgs/``, XML beside the images as labelImg
 writes them, ``VOCdevkit/VOC2007`` nesting); a dataset yaml may name both.
 
+XML is parsed with defusedxml: a file declaring entities (entity expansion, "billion laughs") or
+referencing external resources is refused (a Problem ``xml``, sample skipped), never expanded.
+
 Coordinates: VOC pixel indices are 1-based and inclusive; like Detectron2 (``pascal_voc.py``) the
 box becomes ``[xmin - 1, ymin - 1, xmax, ymax]`` — 0-based with x2/y2 exclusive. A 0 written by a
 0-based tool is taken as the first pixel (clipped silently). Degeneracy is judged on the raw
@@ -24,7 +27,10 @@ sorted names found in all XML files (all splits, so train and val agree).
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +182,14 @@ class VocRecord:
 def parse_voc_xml(path: Path) -> VocRecord:
     """One XML file -> record; every missing or unreadable field becomes a Problem."""
     try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as e:
+        # defusedxml: an annotation file from a stranger may declare entities ("billion laughs",
+        # external files or URLs); they are refused, never expanded or fetched.
+        root = SafeET.parse(path, forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()
+    except defusedxml.DefusedXmlException as e:
+        rec = VocRecord(path, None, None, ok=False)
+        rec.problems.append(Problem(str(path), "xml", f"refused: {_defused_reason(e)} (not expanded): skipped"))
+        return rec
+    except (ParseError, OSError, UnicodeDecodeError) as e:
         rec = VocRecord(path, None, None, ok=False)
         rec.problems.append(Problem(str(path), "xml", f"cannot parse ({e}): skipped"))
         return rec
@@ -195,7 +207,7 @@ def parse_voc_xml(path: Path) -> VocRecord:
     return rec
 
 
-def _parse_object(path: Path, obj: ET.Element, j: int, problems: list[Problem]) -> VocObject | None:
+def _parse_object(path: Path, obj: Element, j: int, problems: list[Problem]) -> VocObject | None:
     name = _text(obj, "name")
     if not name:
         problems.append(Problem(str(path), f"object[{j}].name", "missing: object skipped"))
@@ -218,11 +230,24 @@ def _parse_object(path: Path, obj: ET.Element, j: int, problems: list[Problem]) 
     return VocObject(name, tuple(raw), is_difficult, j)  # type: ignore[arg-type]
 
 
-def _text(node: ET.Element, path: str) -> str | None:
+def _text(node: Element, path: str) -> str | None:
     found = node.find(path)
     if found is None or found.text is None:
         return None
     return found.text.strip()
+
+
+def _defused_reason(e: Exception) -> str:
+    """What defusedxml refused, in words (its own messages name internal parser arguments)."""
+    import defusedxml.common as dc
+
+    if isinstance(e, dc.EntitiesForbidden):
+        return f"the file declares an entity ({e.name!r}; entity expansion is not allowed)"
+    if isinstance(e, dc.ExternalReferenceForbidden):
+        return f"the file references an external resource ({(e.sysid or e.pubid)!r})"
+    if isinstance(e, dc.DTDForbidden):
+        return "the file has a DTD"
+    return f"unsafe XML ({type(e).__name__})"
 
 
 def read_image_sets(folder: Path | None) -> dict[str, list[str]]:
