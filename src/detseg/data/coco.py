@@ -21,6 +21,7 @@ check`` reads every header to confirm them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,43 @@ def coco_files(path: Path) -> tuple[Path, dict[str, Path]]:
     return path, files
 
 
+MAX_SIDE = 2**16  # a side longer than this is no image size (and its masks would not fit in memory)
+
+
+def _is_id(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _size(v: Any) -> int | None:
+    """A json height/width as a positive int (``8`` or ``8.0``), else None."""
+    if not _is_number(v) or v != int(v) or not 1 <= v <= MAX_SIDE:
+        return None
+    return int(v)
+
+
+def _rle_problem(seg: dict, hw: tuple[int, int]) -> str | None:
+    """Why an RLE cannot be this image's mask (None when it can): its size must be the image's and
+    an uncompressed ``counts`` list must add up to H x W; a compressed string is checked by the
+    decoder when the mask is decoded (it raises for a string that overruns the size)."""
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_number(v) for v in size)):
+        return f"size {size!r:.30} is not [height, width]"
+    if tuple(int(v) for v in size) != hw:
+        return f"size {size} is not the image's {list(hw)}"
+    if isinstance(counts, str):
+        return None if counts.isascii() and counts.isprintable() else "counts is not an RLE string"
+    if not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                             for c in counts)):
+        return "counts is neither an RLE string nor a list of non-negative integers"
+    if sum(counts) != hw[0] * hw[1]:
+        return f"counts add up to {sum(counts)} pixels, not {hw[0]} x {hw[1]}"
+    return None
+
+
 def flip_pairs_from_names(names: list[str]) -> list[tuple[int, int]]:
     """Index pairs of ``left_*``/``right_*`` keypoint names (swapped by a horizontal flip)."""
     index = {n: i for i, n in enumerate(names)}
@@ -124,7 +162,8 @@ class COCODataset(SplitReader):
                 by_image.setdefault(a.get("image_id"), []).append(a)
             self._orphans(files[s], data, by_image)
             for img in data["images"]:
-                key = img.get("file_name", "") if s == "all" else f"{s}/{img.get('file_name', '')}"
+                name = str(img.get("file_name", ""))  # a non-text name is reported when the image is added
+                key = name if s == "all" else f"{s}/{name}"
                 entries[key] = (files[s], img, by_image.get(img.get("id"), []))
                 if s != "all":
                     own.setdefault(s, []).append(key)
@@ -171,21 +210,38 @@ class COCODataset(SplitReader):
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read COCO json ({e})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: cannot read COCO json ({type(e).__name__}: {e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a json object with images, annotations, categories; "
+                             f"got a {type(data).__name__}")
         for key in ("images", "categories"):
             if not isinstance(data.get(key), list):
                 raise ValueError(f"{path}: {key}: missing or not a list")
+        if not isinstance(data.setdefault("annotations", []), list):
+            raise ValueError(f"{path}: annotations: not a list")
+        for key in ("images", "annotations", "categories"):
+            bad = next((i for i, x in enumerate(data[key]) if not isinstance(x, dict)), None)
+            if bad is not None:
+                raise ValueError(f"{path}: {key}[{bad}]: expected an object, got {data[key][bad]!r:.40}")
         for i, c in enumerate(data["categories"]):
-            if not isinstance(c, dict) or "id" not in c:
-                raise ValueError(f"{path}: categories[{i}].id: missing")
+            if not _is_id(c.get("id")):
+                raise ValueError(f"{path}: categories[{i}].id: {'missing' if 'id' not in c else repr(c['id'])+' is not an id'}")
+            kps = c.get("keypoints")
+            if kps is not None and not (isinstance(kps, list) and all(isinstance(k, str) for k in kps)):
+                raise ValueError(f"{path}: categories[{i}].keypoints: expected a list of names")
+        for key in ("images", "annotations"):
+            for x in data[key]:
+                for f in ("id", "image_id", "category_id"):
+                    if f in x and not _is_id(x[f]):
+                        x[f] = repr(x[f])  # unhashable or odd ids: kept as text, so lookups fail cleanly
         return data
 
     def _set_classes(self, loaded: dict[str, dict]) -> None:
         for data in loaded.values():
             for c in data["categories"]:
                 self._cats.setdefault(c["id"], c)
-        ids = sorted(self._cats)
+        ids = sorted(self._cats, key=lambda i: (isinstance(i, str), i))
         self.label_of = {cid: i + 1 for i, cid in enumerate(ids)}
         self.classes = [str(self._cats[c].get("name", c)) for c in ids]
         self.seg_classes = ["background", *self.classes]
@@ -223,16 +279,25 @@ class COCODataset(SplitReader):
         if missing:
             self.problem(json_path, f"images[id={img.get('id')}].{missing[0]}", "missing: image skipped")
             return
+        if not isinstance(img["file_name"], str) or not img["file_name"].strip() or "\x00" in img["file_name"]:
+            self.problem(json_path, f"images[id={img['id']}].file_name", f"{img['file_name']!r:.60} is not a "
+                         "file name: image skipped")
+            return
+        if not isinstance(img["id"], int):
+            self.problem(json_path, f"images[id={img['id']}].id", "not an integer: image skipped")
+            return
         path = img["_folder"] / img["file_name"]
         if not path.is_file():
             self.problem(path, "image", f"file not found (images[id={img['id']}] of {json_path.name}): "
                          "sample skipped")
             return
-        try:
-            h, w = int(img["height"]), int(img["width"])
-        except (TypeError, ValueError):
-            self.problem(json_path, f"images[id={img['id']}].height", "height/width are not numbers: image skipped")
+        h, w = _size(img.get("height")), _size(img.get("width"))
+        if h is None or w is None:
+            self.problem(json_path, f"images[id={img['id']}].{'height' if h is None else 'width'}",
+                         f"height={img['height']!r:.20} width={img['width']!r:.20}: not a size in pixels "
+                         f"(1..{MAX_SIDE}): image skipped")
             return
+        self._size_of_current = (h, w)
         boxes, labels, segms, kps = [], [], [], []
         for a in anns:
             if a.get("iscrowd"):
@@ -261,8 +326,8 @@ class COCODataset(SplitReader):
             self.problem(json_path, f"{field}.category_id", f"unknown label {cid!r}: dropped")
             return None
         bbox = a.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            self.problem(json_path, f"{field}.bbox", f"{bbox!r} is not [x, y, w, h]: dropped")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            self.problem(json_path, f"{field}.bbox", f"{bbox!r:.80} is not [x, y, w, h] of finite numbers: dropped")
             return None
         x, y, bw, bh = (float(v) for v in bbox)
         if bw <= 0 or bh <= 0:
@@ -281,11 +346,26 @@ class COCODataset(SplitReader):
         if not self.has_masks:
             return None
         if isinstance(seg, dict) and "counts" in seg:
-            return seg
+            why = _rle_problem(seg, self._size_of_current)
+            if why is None:
+                return seg
+            self.problem(json_path, f"{field}.segmentation", f"RLE {why}: empty mask")
+            return []
         if isinstance(seg, list) and seg:
-            polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+            polys = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                     and all(_is_number(v) for v in p)]
             if len(polys) < len(seg):
-                self.problem(json_path, f"{field}.segmentation", "polygon with fewer than 3 points: dropped")
+                self.problem(json_path, f"{field}.segmentation", "polygon with fewer than 3 points (or not "
+                             "an even list of finite numbers): dropped")
+            # A vertex far outside the image (a typo'd 1e9) makes the rasteriser walk a huge
+            # polygon: minutes and gigabytes for one mask. One image side of slack is plenty.
+            h, w = self._size_of_current
+            far = [p for p in polys if any(not -w <= x <= 2 * w for x in p[0::2])
+                   or any(not -h <= y <= 2 * h for y in p[1::2])]
+            if far:
+                self.problem(json_path, f"{field}.segmentation", f"polygon vertex more than one image side "
+                             f"outside the {w}x{h} image: polygon dropped")
+                polys = [p for p in polys if p not in far]
             if polys:
                 return polys
         self.problem(json_path, f"{field}.segmentation", "missing: empty mask")
@@ -297,6 +377,9 @@ class COCODataset(SplitReader):
             return None
         raw = a.get("keypoints")
         if not raw:
+            return [[0.0, 0.0, 0.0]] * k
+        if not (isinstance(raw, list) and all(_is_number(v) for v in raw)):
+            self.problem(json_path, f"{field}.keypoints", f"{raw!r:.60} is not a list of finite numbers: unlabelled")
             return [[0.0, 0.0, 0.0]] * k
         if len(raw) != 3 * k:
             self.problem(json_path, f"{field}.keypoints", f"{len(raw)} numbers, expected {3 * k}: unlabelled")
@@ -317,8 +400,11 @@ class COCODataset(SplitReader):
         out = np.zeros((len(self.segms[index]), h, w), np.uint8)
         for i, seg in enumerate(self.segms[index]):
             if seg:
-                rle = mask_utils.segmToRle(seg, w, h)
-                out[i] = mask_utils.decode(rle)
+                try:
+                    out[i] = mask_utils.decode(mask_utils.segmToRle(seg, w, h))
+                except (ValueError, TypeError, OverflowError) as e:  # a compressed RLE string that lies
+                    raise ValueError(f"{self.files_json[index]}: segmentation of {Path(self.files[index]).name} "
+                                     f"(instance {i}): cannot decode ({e})") from None
         return torch.from_numpy(out)
 
     def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
@@ -331,11 +417,10 @@ class COCODataset(SplitReader):
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
         }
         if self.has_masks:
-            masks = self.decode_masks(index)
-            if masks.shape[-2:] != (h, w):
-                raise ValueError(f"{self.files[index]}: size: image is {w}x{h} but the json says "
-                                 f"{masks.shape[-1]}x{masks.shape[-2]}")
-            target["masks"] = masks
+            jh, jw = self.sizes[index]
+            if (jh, jw) != (h, w):  # checked before the masks are allocated at the json's size
+                raise ValueError(f"{self.files[index]}: size: image is {w}x{h} but the json says {jw}x{jh}")
+            target["masks"] = self.decode_masks(index)
         if self.keypoints[index] is not None:
             target["keypoints"] = torch.from_numpy(self.keypoints[index].copy())
         return image, target

@@ -358,8 +358,8 @@ def mutate_png(original: bytes, rng: random.Random) -> bytes:
         h, w = rng.choice(((1, 1), (SIZE, SIZE + 1), (SIZE * 2, SIZE), (SIZE, SIZE)))
         Image.fromarray(np.full((h, w), rng.randrange(256), np.uint8), "L").save(buf, "PNG")
     elif op == 1:
-        mode = rng.choice(("RGB", "RGBA", "1", "I;16", "I", "LA", "F", "CMYK"))
-        Image.new(mode, (SIZE, SIZE)).save(buf, "TIFF" if mode in ("F", "CMYK") else "PNG")  # as .png
+        mode = rng.choice(("RGB", "RGBA", "1", "I;16", "LA", "I", "F", "CMYK"))
+        Image.new(mode, (SIZE, SIZE)).save(buf, "TIFF" if mode in ("I", "F", "CMYK") else "PNG")  # as .png
     elif op == 2:
         Image.fromarray(np.random.default_rng(rng.randrange(99)).integers(0, 256, (SIZE, SIZE), dtype=np.uint8),
                         "L").convert("P").save(buf, "PNG")

@@ -58,8 +58,8 @@ def read_data_file(path: str | Path, option_keys: tuple[str, ...] = ()) -> DataS
     path = Path(path).expanduser()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the dataset file ({e})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        raise ValueError(f"{path}: cannot read the dataset file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping with {', '.join(KEYS)}")
     unknown = [k for k in data if k not in KEYS and k not in option_keys]
