@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -92,18 +93,113 @@ def load_joints(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
         else:
             raise ValueError(f"not a joints file (expected {', '.join(JOINT_SUFFIXES)})")
         keypoints, layout = to_keypoints(array)
-    except (OSError, ValueError, TypeError, NotImplementedError, json.JSONDecodeError) as e:
-        msg = str(e)
+    except (OSError, ValueError, TypeError, NotImplementedError, json.JSONDecodeError, KeyError, IndexError,
+            AttributeError, EOFError, SyntaxError, RecursionError, OverflowError, tokenize.TokenError) as e:
+        # numpy's header parser and scipy's MAT reader raise all of these on a damaged file
+        msg = str(e) if isinstance(e, (OSError, ValueError)) else f"cannot read ({type(e).__name__}: {e})"
         raise ValueError(msg if msg.startswith(str(path)) else f"{path}: joints: {msg}") from None
     if names is not None and len(names) != len(keypoints):
         raise ValueError(f"{path}: images: {len(names)} names for {len(keypoints)} joint sets")
     return keypoints, layout, names
 
 
-def _mat_joints(path: Path) -> np.ndarray:
+# scipy's MAT reader "is not hardened for untrusted input" (its loadmat docstring since 1.17; a
+# damaged file can crash the process: the readers' fuzzing found a byte-flipped joints.mat that
+# segfaults scipy 1.17.1 in read_var_array, cf. scipy PR 25349). So it runs in a child process
+# that hands back only plain numeric arrays (npz, no pickle); a crash there is a clear error here.
+# On POSIX the child is a fork (milliseconds: scipy is already imported), elsewhere a new
+# interpreter.
+_MAT_CHILD = "import sys; from detseg.data.joints import _numeric_mat; _numeric_mat(*sys.argv[1:3])"
+
+
+def _numeric_mat(src: str, dst: str) -> None:
     import scipy.io
 
-    mat = scipy.io.loadmat(str(path))
+    arrays = {}
+    for k, v in scipy.io.loadmat(src).items():
+        if not k.startswith("__") and np.asarray(v).dtype.kind in "biuf":
+            arrays[k] = np.asarray(v)
+    np.savez(dst, **arrays)
+
+
+MAT_MEMORY = 2 << 30  # bytes a MAT child may allocate: a header may claim any size (a zlib bomb)
+
+
+def _limit_memory(extra: int) -> None:
+    """Cap this process's address space at its current size plus ``extra`` bytes, so an absurd
+    allocation is a MemoryError here instead of the kernel's OOM killer taking another process."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    limit = pages * resource.getpagesize() + extra
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _forked(src: str, dst: str, timeout: float) -> tuple[int, str]:
+    """``_numeric_mat`` in a forked child: ``(status, error text)``; status < 0 = killed by a signal."""
+    import os
+    import time
+
+    import scipy.io  # noqa: F401 - imported before the fork, so the child starts warm
+
+    err = dst + ".err"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 0
+        try:
+            _limit_memory(MAT_MEMORY)
+            _numeric_mat(src, dst)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent as text
+            with open(err, "w", encoding="utf-8") as f:
+                f.write(f"{type(e).__name__}: {e}")
+            code = 1
+        os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return 124, f"took over {timeout:.0f} s"
+        time.sleep(0.002)
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status), ""
+    text = Path(err).read_text(encoding="utf-8") if os.path.exists(err) else ""
+    return os.WEXITSTATUS(status), text
+
+
+def load_mat_arrays(path: Path, timeout: float = 60.0) -> dict[str, np.ndarray]:
+    """The numeric variables of a MAT file, read by scipy in a child process (see above)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "arrays.npz")
+        if hasattr(os, "fork"):
+            status, text = _forked(str(path), out, timeout)
+        else:
+            try:
+                proc = subprocess.run([sys.executable, "-c", _MAT_CHILD, str(path), out],
+                                      capture_output=True, text=True, timeout=timeout)
+                status, text = proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+            except subprocess.TimeoutExpired:
+                status, text = 124, f"took over {timeout:.0f} s"
+        if status < 0:
+            raise ValueError(f"{path}: joints: the MAT reader crashed on this file (signal "
+                             f"{-status}): a damaged or crafted .mat file")
+        if status:
+            raise ValueError(f"{path}: joints: cannot read the MAT file ({text[:200] or status})")
+        with np.load(out, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+
+def _mat_joints(path: Path) -> np.ndarray:
+    mat = load_mat_arrays(path)
     if "joints" in mat:
         return np.asarray(mat["joints"])
     fitting = [k for k, v in mat.items() if not k.startswith("__") and layout_of(np.shape(v))]
@@ -157,10 +253,8 @@ def looks_like_joints(path: Path) -> bool:
     """Whether ``path`` holds a joints array, reading as little as possible."""
     suffix = path.suffix.lower()
     try:
-        if suffix == ".mat":
-            import scipy.io
-
-            return any(layout_of(tuple(shape)) for _, shape, _ in scipy.io.whosmat(str(path)))
+        if suffix == ".mat":  # in a child process, as loading (the header parser is scipy's too)
+            return any(layout_of(np.shape(v)) for v in load_mat_arrays(path).values())
         if suffix == ".npy":
             return layout_of(np.load(path, mmap_mode="r", allow_pickle=False).shape) is not None
         if suffix not in (".json", ".csv") or path.stat().st_size > MAX_SNIFF_BYTES:
@@ -174,7 +268,7 @@ def looks_like_joints(path: Path) -> bool:
             return False
         load_joints(path)
         return True
-    except (OSError, ValueError, TypeError, NotImplementedError):
+    except Exception:  # noqa: BLE001 - sniffing: a file that cannot be read is no joints file here
         return False
 
 

@@ -198,7 +198,7 @@ def parse_voc_xml(path: Path) -> VocRecord:
     try:
         if w is not None and h is not None:
             rec.size = (int(float(h)), int(float(w)))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf"
         rec.problems.append(Problem(str(path), "size", f"width={w!r} height={h!r} are not numbers"))
     for j, obj in enumerate(root.iter("object")):
         o = _parse_object(path, obj, j, rec.problems)
@@ -224,7 +224,7 @@ def _parse_object(path: Path, obj: Element, j: int, problems: list[Problem]) -> 
     difficult = _text(obj, "difficult") or "0"
     try:
         is_difficult = bool(int(float(difficult)))
-    except ValueError:
+    except (ValueError, OverflowError):
         problems.append(Problem(str(path), f"object[{j}].difficult", f"{difficult!r} is not 0/1: taken as 0"))
         is_difficult = False
     return VocObject(name, tuple(raw), is_difficult, j)  # type: ignore[arg-type]
