@@ -1,6 +1,7 @@
 """Mutation fuzzing of every dataset reader at scale (issue 17): only detseg's own clear errors.
 
     python benchmarks/fuzz_readers.py --inputs 100000
+    python benchmarks/fuzz_readers.py --inputs 50000 --seed 1   # one record per seed: run shards in parallel
     python benchmarks/fuzz_readers.py --inputs 2000 --seconds 60 --no-write
 
 Round robin over the cases of :mod:`detseg.data.fuzz` (VOC XML, COCO json, LSP joints as
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         record = stamp({"benchmark": "reliability", "case": "fuzz", "seed": args.seed, **total,
                         "seconds": round(seconds, 1), "per_reader": per_case})
-        print("wrote", append_or_replace("reliability", [record], key=("benchmark", "case")))
+        print("wrote", append_or_replace("reliability", [record], key=("benchmark", "case", "seed")))
     return 1 if total["unexpected"] else 0
 
 
