@@ -225,15 +225,15 @@ class StudyProgress:
 
     MEASURE_GUESS_S = 30.0
 
-    def __init__(self, n: int, budget_s: float, disable: bool = False):
+    def __init__(self, train_shares: Sequence[float], disable: bool = False):
         from tqdm import tqdm
 
-        self.n, self.budget_s = n, budget_s
         self.measure_s: list[float] = []
         self.done = 0.0
-        self.bar = tqdm(total=round(n * (budget_s + self.MEASURE_GUESS_S)), desc="bench", unit="s",
-                        disable=disable, dynamic_ncols=True, mininterval=1.0,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}] {postfix}")
+        total = sum(train_shares) + len(train_shares) * self.MEASURE_GUESS_S
+        self.bar = tqdm(total=max(1, round(total)), desc="bench", unit="s", disable=disable,
+                        dynamic_ncols=True, mininterval=1.0,
+                        bar_format="{l_bar}{bar}| [{elapsed}<{remaining}] {postfix}")
         self._phase: tuple[float, float] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -267,8 +267,9 @@ class StudyProgress:
         with self._lock:
             guess = statistics.mean(self.measure_s) if self.measure_s else self.MEASURE_GUESS_S
             self.measure_s.append(seconds)
-            self.bar.total = round(self.bar.total + (seconds - guess)
-                                   + entries_left * (statistics.mean(self.measure_s) - guess))
+            total = (self.bar.total + (seconds - guess)
+                     + entries_left * (statistics.mean(self.measure_s) - guess))
+            self.bar.total = max(round(total), round(self.done) + 1)
 
     def close(self) -> None:
         self._stop.set()
@@ -282,10 +283,12 @@ def run_bench(cfg: BenchConfig, command: str = "") -> tuple[list[dict[str, Any]]
     entries = parse_entries(cfg.entries, cfg.checkpoints)  # bad entries fail before any training
     name = cfg.name or dataset_name(cfg.data)
     train_set, val_set = study_datasets(cfg)
-    split = f"train {cfg.train_split} ({len(train_set)}), val {cfg.val_split} ({len(val_set)})"
+    split = (f"train: {cfg.train_split} ({len(train_set)} images), "
+             f"val: {cfg.val_split} ({len(val_set)} images)")
     stamp = provenance(command or "detseg bench", "ultralytics")
     budget_s = (cfg.minutes or 0.0) * 60
-    progress = StudyProgress(len(entries), budget_s, disable=cfg.quiet)
+    progress = StudyProgress([budget_s if e.kind in ("zoo", "peer") else 0.0 for e in entries],
+                             disable=cfg.quiet)
     threads = torch.get_num_threads()
     rows: list[dict[str, Any]] = []
     paths: dict[str, Path] = {}

@@ -30,7 +30,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def plot_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "",
                   x: str = "latency_ms", y: str = "mAP") -> None:
     """Latency-vs-mAP scatter, the Pareto front as a staircase (Huang et al. 2017, Fig. 2):
-    detseg entries as circles, peers as triangles, the floor baseline as a square."""
+    detseg entries as circles, peers as triangles, a floor baseline (``central_box``) as a
+    dotted horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,15 +39,19 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, title: str =
 
     from detseg.io import save_figure
 
-    pts = [(float(r.get(x, math.nan)), float(r.get(y, math.nan))) for r in rows]
+    pts = [(math.nan, math.nan) if r.get("baseline") else
+           (float(r.get(x, math.nan)), float(r.get(y, math.nan))) for r in rows]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = {"detseg": ("o", "tab:blue"), "peer": ("^", "tab:red"), "baseline": ("s", "tab:gray")}
+    styles = {"detseg": ("o", "tab:blue"), "peer": ("^", "tab:red")}
     for group, (marker, colour) in styles.items():
         sel = [i for i, r in enumerate(rows) if _group(r) == group and pts[i][0] == pts[i][0]]
         if sel:
             ax.scatter([pts[i][0] for i in sel], [pts[i][1] for i in sel], marker=marker, s=60,
                        color=colour, label=group if group != "detseg" else "detseg", zorder=3)
+    for r in rows:  # a floor, not a detector: a line across the plot, off the front
+        if r.get("baseline") and r.get(y) is not None:
+            ax.axhline(float(r[y]), color="tab:gray", ls=":", lw=1.2, label=f"floor: {r.get('model')}")
     if front:
         fx = [pts[i][0] for i in front]
         fy = [pts[i][1] for i in front]
@@ -84,7 +89,7 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
         r = {**r, "params_m": round(r.get("params", 0) / 1e6, 2),
              "peer": "peer" if r.get("peer") else "floor" if r.get("baseline") else "",
              "pareto": "*" if r.get("pareto") else ""}
-        body.append([r.get(k, "-") for _, k in TABLE])
+        body.append(["-" if r.get(k) is None else r.get(k) for _, k in TABLE])
     return format_table([h for h, _ in TABLE], body)
 
 
@@ -144,7 +149,9 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, name: str, title: str =
 
 
 def mark_front(rows: list[dict[str, Any]]) -> None:
-    front = set(pareto_front([(float(r.get("latency_ms", math.nan)), float(r.get("mAP", math.nan)))
+    """``row["pareto"]``: on the latency-vs-mAP front of the detectors (floor rows never are)."""
+    front = set(pareto_front([(math.nan, math.nan) if r.get("baseline") else
+                              (float(r.get("latency_ms", math.nan)), float(r.get("mAP", math.nan)))
                               for r in rows]))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
