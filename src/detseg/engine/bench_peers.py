@@ -108,7 +108,7 @@ def train_torchvision(name: str, opts: dict[str, Any], cfg, img: int, train_set
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
                 losses = model(list(images), _tv_targets(targets))
             loss = sum(losses.values())
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"{name}: non-finite loss at epoch {epoch + 1} "
                                          f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())})")
             optimizer.zero_grad(set_to_none=True)
