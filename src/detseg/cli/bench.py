@@ -58,8 +58,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with --proposal-cache: compute every image's proposals before the timed training")
     p.add_argument("--out", default="bench", help="folder of the results files and checkpoints")
     p.add_argument("--name", default=None, help="results-file suffix (default: the dataset's name)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="where the trained detseg models are kept as <entry>.pt (default OUT/checkpoints)")
     p.add_argument("--no-checkpoints", action="store_true",
-                   help="do not keep OUT/checkpoints/<entry>.pt of the trained detseg models")
+                   help="do not keep the trained detseg models' checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -74,17 +76,17 @@ def config_from_args(args):
         lr=args.lr, augment=args.augment, amp=args.amp, train_split=args.train_split,
         val_split=args.val_split, seed=args.seed, threads=args.threads, timed_runs=args.timed_runs,
         proposal_cache=args.proposal_cache, warm_cache=args.warm_cache, out=args.out, name=args.name,
-        keep_checkpoints=not args.no_checkpoints, quiet=args.quiet)
+        keep_checkpoints=not args.no_checkpoints, checkpoint_dir=args.checkpoint_dir, quiet=args.quiet)
 
 
-def run(args) -> int:
+def run(args, command: str | None = None) -> int:
+    """Run the study; ``command`` is what every row records (default: this ``detseg`` call)."""
     from detseg.engine.bench import run_bench
     from detseg.engine.bench_report import format_rows
 
-    command = " ".join(["detseg", *map(shlex.quote, sys.argv[1:])]) if sys.argv[1:2] == ["bench"] \
-        else "detseg bench " + " ".join(shlex.quote(f"--{k.replace('_', '-')}={v}") for k, v in
-                                        (("data", args.data), ("entries", args.entries),
-                                         ("minutes", args.minutes)))
+    if command is None:
+        command = (" ".join(["detseg", *map(shlex.quote, sys.argv[1:])]) if "bench" in sys.argv[1:]
+                   else "detseg bench (from Python)")
     rows, paths = run_bench(config_from_args(args), command=command)
     print(format_rows(rows))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -145,7 +145,8 @@ class BenchConfig:
     warm_cache: bool = False  # fill that cache before the timed training
     out: str = "bench"
     name: str | None = None  # results-file suffix (default: the dataset's name)
-    keep_checkpoints: bool = True  # write OUT/checkpoints/<entry>.pt of every trained zoo model
+    keep_checkpoints: bool = True  # write <checkpoint_dir>/<entry>.pt of every trained zoo model
+    checkpoint_dir: str | None = None  # default: OUT/checkpoints
     quiet: bool = False
 
 
@@ -198,7 +199,7 @@ def train_entry(entry: Entry, cfg: BenchConfig, train_set, val_set, work: Path) 
     if warm_s:
         facts["proposals_precomputed_seconds"] = round(warm_s, 1)
     if cfg.keep_checkpoints:
-        path = Path(cfg.out) / "checkpoints" / f"{_slug(entry.text)}.pt"
+        path = Path(cfg.checkpoint_dir or Path(cfg.out) / "checkpoints") / f"{_slug(entry.text)}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         trainer.val_set = own_val
         save_checkpoint(path, trainer.state_dict())
