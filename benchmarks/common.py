@@ -122,14 +122,10 @@ def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
 
 
 def dataset_name(data: str) -> str:
-    """The results-file suffix of a ``--data`` value: ``shapes`` or the folder's name, lower case
-    (data options after the path, ``PATH:crop=person``, are not part of it)."""
-    if data.startswith("shapes"):
-        return "shapes"
-    path = data.rstrip("/")
-    if ":" in Path(path).name:
-        path = path[: path.rindex(":")]
-    return Path(path.rstrip("/")).name.lower()
+    """The results-file suffix of a ``--data`` value (:func:`detseg.engine.bench_report.dataset_name`)."""
+    from detseg.engine.bench_report import dataset_name as name
+
+    return name(data)
 
 
 def model_cost(model, height: int, width: int, repeat: int = 5) -> tuple[int, float, float]:

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
 
+from detseg.engine.bench_measure import proposal_cache_off, warm_proposal_cache  # noqa: E402,F401
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 CACHED = ("rcnn", "fast_rcnn")  # builders with a selective-search proposal_cache option
@@ -57,11 +58,7 @@ def cpu_ms_per_image(model, dataset, n: int) -> float:
     """Mean CPU ms of ``model([image])`` over the first ``n`` images of ``dataset``, eval mode,
     proposals computed afresh (any proposal cache switched off while timing); warm-up untimed."""
     model = model.to("cpu").eval()
-    gen = getattr(model, "proposal_generator", None)
-    cache = getattr(gen, "cache_dir", None)
-    if cache is not None:
-        gen.cache_dir = None
-    try:
+    with proposal_cache_off(model):
         images = [dataset[i][0] for i in range(min(n, len(dataset)))]
         if not images:
             return float("nan")
@@ -71,26 +68,6 @@ def cpu_ms_per_image(model, dataset, n: int) -> float:
             for image in images:
                 model([image])
             return (time.perf_counter() - t) / len(images) * 1000
-    finally:
-        if cache is not None:
-            gen.cache_dir = cache
-
-
-def warm_proposal_cache(model, datasets) -> tuple[float, int]:
-    """Fill ``model``'s selective-search cache for every image of ``datasets`` as the model sees it
-    (resized by its transform, un-augmented); ``(seconds, images)``. Both papers computed the
-    proposals once, offline, before training; done here, no model's budget pays for them."""
-    gen = getattr(model, "proposal_generator", None)
-    if getattr(gen, "cache_dir", None) is None:
-        return 0.0, 0
-    t, n = time.perf_counter(), 0
-    with torch.inference_mode():
-        for ds in filter(None, datasets):
-            for i in range(len(ds)):
-                _, resized = model.transform([ds[i][0]])
-                gen.propose(resized[0])
-                n += 1
-    return time.perf_counter() - t, n
 
 
 def train_budgeted(entry: str, args) -> list[dict[str, Any]]:

@@ -192,6 +192,23 @@ PREFIX_INTROS: dict[str, str] = {
         "answers: does transfer at 25 % of the images reach scratch at 100 %?"
     ),
 }
+PREFIX_INTROS["tradeoff_"] = (
+    "The speed/accuracy trade-off study on {dataset} (`benchmarks/tradeoff.py`, i.e. `detseg "
+    "bench`; Huang et al. 2017): every detector trained for the same CPU budget "
+    "(`budget_minutes`, training time only) on the same split, then measured in one process: "
+    "COCO `mAP` / `mAP50` by detseg's evaluator on every row's predictions (peers included), "
+    "`latency_ms` the median of >= 10 batch-1 `predict` calls (pre/post-processing included, "
+    "`threads` torch threads), `images_per_s` at batch 8, `gflops` by torch's FlopCounterMode "
+    "(a multiply-add counted once; NMS and RoI ops not counted), `peak_rss_mib` the process's "
+    "peak RSS while the row was measured (the kernel's peak reset before each row; "
+    "`rss_increase_mib` above the RSS at its start). `peer` rows are other libraries trained "
+    "from scratch (torchvision's own models, Ultralytics with its own trainer and recipe); "
+    "`central_box` is the floor (the mean training box in every image). `pareto`: on the "
+    "latency-vs-mAP front (no row at least as fast and as accurate)."
+)
+# Headline columns of a trade-off file, shown above its plot (the full table follows).
+TRADEOFF_HEAD = ("model", "peer", "img_size", "mAP", "mAP50", "latency_ms", "images_per_s", "params",
+                 "gflops", "peak_rss_mib", "train_seconds", "pareto")
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
 
@@ -238,6 +255,11 @@ def render_file(path: Path) -> str:
         lines += [f"![{name}](../benchmarks/results/{png.name})", ""]
     if not records:
         return "\n".join(lines + ["No records yet.", ""])
+    if name.startswith("tradeoff_"):
+        lines += _headline(records, TRADEOFF_HEAD)
+        if path.with_suffix(".png").is_file():
+            lines += [f"![latency vs mAP, Pareto front dashed](../benchmarks/results/{path.stem}.png)", ""]
+        lines += ["All columns:", ""]
     cols = _columns(records)
     lines.append("| # | " + " | ".join(cols) + " |")
     lines.append("|---|" + "|".join("---" for _ in cols) + "|")
@@ -252,6 +274,14 @@ def render_file(path: Path) -> str:
         lines.append("")
         lines += [f"{i}. `{c}`" if c else f"{i}. (not recorded)" for i, c in enumerate(commands, 1)]
     return "\n".join(lines + [""])
+
+
+def _headline(records: list[dict[str, Any]], cols: tuple[str, ...]) -> list[str]:
+    """A short markdown table of ``cols``, rows in order of ``latency_ms``."""
+    rows = sorted(records, key=lambda r: (r.get("latency_ms") is None, r.get("latency_ms") or 0.0))
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return out + [""]
 
 
 def render(results_dir: Path = RESULTS) -> str:
