@@ -7,6 +7,7 @@
     detseg svm CHECKPOINT --data DATA          (R-CNN's per-class SVMs, hard-negative mined)
     detseg predict CHECKPOINT INPUT... --out DIR [--save-json]   (images, folders, globs, videos)
     detseg export CHECKPOINT --format onnx [--dynamic] [--opset N] [--out FILE]
+    detseg serve CHECKPOINT_OR_ONNX [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP + a page)
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
@@ -23,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from detseg.cli import classic, detection, export, predict
+from detseg.cli import classic, detection, export, predict, serve
 from detseg.cli.common import DATA_HELP, add_source_arguments, parse_opts
 from detseg.tables import format_table
 
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     detection.add_parser(sub)
     detection.add_svm_parser(sub)
     export.add_parser(sub)
+    serve.add_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -270,7 +272,7 @@ COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval"
             "predict": predict.run,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": classic.run,
             "proposals": detection.run, "svm": detection.run_svm,
-            "export": export.run}
+            "export": export.run, "serve": serve.run}
 
 
 def main(argv: list[str] | None = None) -> int:
