@@ -180,3 +180,30 @@ def test_page_draws_the_prediction_and_the_slider_filters(det_ckpt, tmp_path, to
         page.wait_for_selector("#canvas[data-state='error']", timeout=30_000)
         status = page.locator("#status").inner_text()
         assert "415" in status and "notes.txt" in status and "not an image" in status
+
+
+def test_page_draws_a_semantic_map_with_its_legend(seg_ckpt, tmp_path, to_png):
+    from detseg.data import build_dataset
+    from detseg.serve.payload import decode_label_map
+
+    ds = build_dataset("shapes:size=64,n=2", split="val", task="semantic")
+    image = tmp_path / "scene.png"
+    image.write_bytes(to_png((ds[0][0].permute(1, 2, 0) * 255).round().byte().numpy()))
+    with _server(seg_ckpt, tmp_path) as url, _browser() as browser:
+        expected = _predict(url, image)
+        sem = decode_label_map(expected["sem_seg"])
+        classes = json.load(urllib.request.urlopen(url + "model", timeout=10))["classes"]
+        present = sorted(int(c) for c in np.unique(sem) if c != 255)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("() => document.body.dataset.task === 'semantic'")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#canvas[data-state='ready']", timeout=30_000)
+        legend = [int(li.get_attribute("data-class")) for li in page.locator("#legend li").all()]
+        assert legend == present and len(present) > 1
+        assert page.locator("#legend").inner_text().split("\n") == [classes[c] for c in present]
+        rows = [tr.inner_text().split("\t") for tr in page.locator("#objects tbody tr").all()]
+        assert [(r[0].strip(), int(r[1])) for r in rows] == [(classes[c], int((sem == c).sum())) for c in present]
+        assert page.evaluate(_CHANGED) > 500  # the non-background classes are painted over the image
+        assert page.locator(".thr").is_hidden()  # no score slider for a label map
+        page.screenshot(path=str(tmp_path / "serve_semantic.png"), full_page=True)
