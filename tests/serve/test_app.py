@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="pip install 'detseg[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
