@@ -100,6 +100,13 @@ INTROS: dict[str, str] = {
         "`speedup`: PyTorch over onnxruntime; both runtimes get `threads` intra-op threads. "
         "`max_core_diff`: the largest absolute difference of the raw outputs."
     ),
+    "serve_load": (
+        "`detseg serve` under load on 127.0.0.1 (`benchmarks/serve_load.py`): `requests` POST "
+        "/predict of shapes PNGs from `clients` concurrent threads against a small Fast R-CNN; "
+        "latencies are client-side over the answered requests; then an upload over the 20 MB "
+        "limit and a text file (expected 413 and 415 with a JSON error), and `alive_after`: "
+        "/health and one more prediction still answered."
+    ),
     "demo": (
         "`make demo` on a fresh clone (virtualenv creation and install included in `wall_seconds`)."
     ),

@@ -9,6 +9,7 @@
     detseg export CHECKPOINT --format onnx [--dynamic] [--opset N] [--out FILE]
     detseg bench --data DATA --entries "yolo:img=320,ssd:img=320,..." [--minutes M] [--out DIR]
                  (speed/accuracy study: every entry on one budget; table, JSON/CSV, Pareto plot)
+    detseg serve CHECKPOINT_OR_ONNX [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP + a page)
     detseg demo [--out DIR]
     detseg data check PATH
     detseg segment-meanshift IMAGE... --out DIR
@@ -25,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from detseg.cli import bench, classic, detection, export, predict
+from detseg.cli import bench, classic, detection, export, predict, serve
 from detseg.cli.common import DATA_HELP, add_source_arguments, parse_opts
 from detseg.tables import format_table
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     detection.add_svm_parser(sub)
     export.add_parser(sub)
     bench.add_parser(sub)
+    serve.add_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
@@ -277,7 +279,7 @@ COMMANDS = {"models": cmd_models, "train": cmd_train, "sweep": cmd_sweep, "eval"
             "predict": predict.run,
             "demo": cmd_demo, "data": cmd_data, "segment-meanshift": classic.run,
             "proposals": detection.run, "svm": detection.run_svm,
-            "export": export.run, "bench": bench.run}
+            "export": export.run, "bench": bench.run, "serve": serve.run}
 
 
 def main(argv: list[str] | None = None) -> int:
