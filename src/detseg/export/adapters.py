@@ -13,7 +13,13 @@ share one implementation of each. An :class:`Adapter` per family says:
 - :meth:`Adapter.finish`: ``(named raw outputs, context) -> predictions``, with the model's own
   post-processing;
 - :meth:`Adapter.describe`: the inputs, outputs and pre/post-processing written into the file's
-  metadata (so another runtime can reproduce them).
+  metadata (so another runtime can reproduce them);
+- :meth:`Adapter.run`: prepare, run the file, finish -- or, for a file of several *stages*
+  (:meth:`Adapter.stages`: the RPN detectors, :mod:`detseg.export.detectors`), each stage in turn
+  with the model's own code between them; :meth:`Adapter.torch_runner` runs the traced core's
+  stage for the same inputs in PyTorch (parity);
+- :meth:`Adapter.restore`: puts back what the file's metadata holds and the builder arguments do
+  not (YOLO's data-fitted anchors).
 
 The model passed to ``prepare``/``finish`` only lends its configuration and methods; its weights
 are not used there (the runtime builds one from the recorded builder name and arguments).
@@ -22,7 +28,7 @@ are not used there (the runtime builds one from the recorded builder name and ar
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +106,27 @@ class Adapter:
         for name in self.output_names:
             axes[name] = {0: "batch"}
         return axes
+
+    def stages(self) -> dict[str, tuple[list[str], list[str]]] | None:
+        """``{stage: (input names, output names)}`` of a file run in several steps, else ``None``."""
+        return None
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        """Set what the file's metadata records beyond the builder arguments (default: nothing)."""
+
+    def torch_runner(self, core: nn.Module) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+        """``inputs -> outputs`` by name, computed by ``core`` (:meth:`core`) in PyTorch."""
+        def run(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+            out = core(*inputs.values())
+            return dict(zip(self.output_names, out if isinstance(out, tuple) else (out,)))
+        return run
+
+    def run(self, run_core: Callable[[dict[str, Tensor]], dict[str, Tensor]], images: list[Tensor],
+            fixed_hw: tuple[int, int] | None = None, targets: list[dict] | None = None,
+            **kwargs: Any) -> list[dict[str, Tensor]]:
+        """Predictions for ``images``, the file's part computed by ``run_core``."""
+        inputs, ctx = self.prepare(images, fixed_hw, targets)
+        return self.finish(run_core(inputs), ctx, **kwargs)
 
     def prepare(self, images: list[Tensor], fixed_hw: tuple[int, int] | None = None,
                 targets: list[dict] | None = None) -> tuple[dict[str, Tensor], Any]:
@@ -442,7 +469,16 @@ def adapter_for(model) -> Adapter:
         return PoseRegressionAdapter(model)
     if isinstance(model, PoseHeatmap):
         return PoseHeatmapAdapter(model)
+    # The detectors' adapters live in their own module, which imports this one.
+    from detseg.export.detectors import OneStageAdapter, RPNAdapter
+    from detseg.models.detection.one_stage import OneStageDetector
+    from detseg.models.detection.rpn import RPN
+
+    if isinstance(model, OneStageDetector):
+        return OneStageAdapter(model)
     if isinstance(model, TwoStageDetector):
+        if isinstance(model.proposal_generator, RPN):
+            return RPNAdapter(model)
         return TwoStageAdapter(model)
     raise NotExportable(f"{name}: no ONNX exporter for {type(model).__name__} "
                         f"(task {getattr(model, 'task', '?')}) yet")
