@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
-from torchvision.ops.poolers import _onnx_merge_levels, initLevelMapper
+from torchvision.ops.poolers import initLevelMapper
 
 from detseg.export.adapters import Adapter, NotExportable, _pad_to, _padded_side, _preprocess_meta
 from detseg.models.detection.fpn import FPNBackbone, MultiLevelRoIAlign
@@ -189,16 +189,23 @@ def multilevel_roi_align(features: list[Tensor], rois: Tensor, pool: MultiLevelR
                          strides: list[int]) -> Tensor:
     """torchvision's ``MultiScaleRoIAlign`` on ``rois Tensor[R, 5]`` (batch index, xyxy) instead of
     a per-image list (a list would fix the batch size in a traced graph): the FPN level of each
-    RoI, RoIAlign per level, merged back in RoI order by torchvision's ONNX-friendly scatter."""
+    RoI (torchvision's ``LevelMapper``), RoIAlign per level, the results put back in RoI order.
+
+    The merge is a gather by the inverse permutation, not torchvision's ``_onnx_merge_levels``
+    (a ``ScatterElements`` of every level's ``[R, C, k, k]`` into zeros): the same values, and
+    onnxruntime's scatter took 60 % of the RoI stage (85 of 137 ms for 1000 RoIs)."""
     mp = pool.pool
     scales = [1.0 / s for s in strides]  # torchvision infers these powers of two from the sizes
     mapper = initLevelMapper(int(round(math.log2(strides[0]))), int(round(math.log2(strides[-1]))),
                              canonical_scale=mp.canonical_scale, canonical_level=mp.canonical_level)
     levels = mapper([rois[:, 1:]])
-    results = [roi_align(f, rois[torch.where(levels == k)[0]], mp.output_size, spatial_scale=s,
+    index = [torch.where(levels == k)[0] for k in range(len(features))]
+    results = [roi_align(f, rois[i], mp.output_size, spatial_scale=s,
                          sampling_ratio=mp.sampling_ratio)
-               for k, (f, s) in enumerate(zip(features, scales))]
-    return _onnx_merge_levels(levels, results)
+               for f, i, s in zip(features, index, scales)]
+    order = torch.cat(index)  # RoI indices, level by level: the rows of torch.cat(results)
+    inverse = torch.zeros_like(order).scatter(0, order, torch.ones_like(order).cumsum(0) - 1)
+    return torch.cat(results)[inverse]
 
 
 class _RPNDetectorCore(nn.Module):
