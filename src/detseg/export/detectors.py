@@ -1,5 +1,5 @@
 """Export adapters of the single-shot detectors (YOLO v1, YOLO, SSD) and the RPN detectors
-(Faster / Mask / Keypoint R-CNN); see :mod:`detseg.export.adapters` for what an adapter is.
+(Faster / Mask / Keypoint R-CNN); see :mod:`detseg.export.base` for what an adapter is.
 
 Single-shot detectors (:class:`OneStageAdapter`): the file holds the network up to the raw dense
 head tensors (``OneStageDetector.head_outputs``: backbone, neck, heads); the model's own
@@ -43,14 +43,15 @@ always are.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import initLevelMapper
 
-from detseg.export.adapters import Adapter, NotExportable, _pad_to, _padded_side, _preprocess_meta
+from detseg.export.base import Adapter, NotExportable, _pad_to, _padded_side, _preprocess_meta
 from detseg.models.detection.fpn import FPNBackbone, MultiLevelRoIAlign
 from detseg.models.detection.one_stage import OneStageDetector
 from detseg.models.detection.rpn import RPN
@@ -317,7 +318,7 @@ class RPNAdapter(Adapter):
     def torch_runner(self, core: nn.Module) -> Runner:
         def run(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
             stage = self.stage_of(inputs)
-            ins, outs = self.stage_io[stage]
+            outs = self.stage_io[stage][1]
             if stage == "rpn":
                 got = core.rpn(inputs["images"])
             else:
