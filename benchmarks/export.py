@@ -5,7 +5,8 @@
 
 For each family (:data:`CASES`: the zoo defaults at ``--img-size``, random init -- latency does
 not depend on training; the detectors use sliding-window proposals so the timing is the
-network's, not selective search's) the model is exported with fixed shapes (``detseg export``'s
+network's, not selective search's; the RPN detectors a CPU-sized FPN, their ``--img-size`` the
+longer side) the model is exported with fixed shapes (``detseg export``'s
 default: one image of the exported size) to a temporary folder, then one ``--img-size`` square
 image of the shapes world goes through, interleaved per round:
 
@@ -44,6 +45,8 @@ from detseg.models.zoo import build_model
 SEG = ["background", "circle", "square", "triangle", "person"]
 FG = ["circle", "square", "triangle", "person"]
 DET = {"proposals": "sliding_window", "num_proposals": 500}
+RPN = {"backbone": "alexnet_small_fpn", "fpn_channels": 64, "representation": 256,
+       "anchor_sizes": [16, 32, 64, 128, 256]}
 
 # name -> (zoo builder, classes, options); the zoo defaults otherwise.
 CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
@@ -60,6 +63,14 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "fast_rcnn": ("fast_rcnn", FG, DET),
     "rcnn": ("rcnn", FG, DET),
     "sliding_window_det": ("sliding_window_det", FG, {}),
+    "yolo_v1": ("yolo_v1", FG, {}),
+    "yolo": ("yolo", FG, {}),
+    "ssd": ("ssd", FG, {}),
+    # torchvision's hyper-parameters on a CPU-sized FPN (faster_rcnn's module docstring); the
+    # file runs in three stages, and core_* time the first (backbone, FPN, RPN head)
+    "faster_rcnn": ("faster_rcnn", FG, RPN),
+    "mask_rcnn": ("mask_rcnn", FG, RPN),
+    "keypoint_rcnn": ("keypoint_rcnn", ["person"], RPN),
 }
 
 

@@ -1,13 +1,15 @@
 """ONNX parity with onnxruntime for every exportable zoo family (issue 16, first acceptance bullet).
 
-Each case is a tiny model with decisive random weights, exported twice: with fixed shapes (one
+Each case is a tiny model with decisive random weights (the single-shot and RPN detectors
+included: YOLO v1, YOLO, SSD, Faster / Mask / Keypoint R-CNN), exported twice: with fixed shapes (one
 image of the exported size: square images, run one at a time) and ``dynamic`` (batch and spatial
 axes free: 5 images of mixed sizes in one batch of 5, not the export's 1). On 5 random images:
 
 - the raw core outputs (logits, boxes, heatmaps, region scores/deltas) differ by <= 1e-4;
 - the final predictions agree: semantic logits <= 1e-4 at the original size; the same classes and
   boxes <= 1e-3 px (cls_loc); joints <= 1e-3 px (pose); detections one-to-one after matching
-  (same label, score within 1e-4, boxes within 1e-3 px).
+  (same label, score within 1e-4, boxes within 1e-3 px), and for the matched detections pasted
+  mask probabilities <= 1e-4 with identical binary masks, keypoints <= 1e-3 px.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ SEG = ["background", "circle", "square"]
 FG = ["circle", "square"]
 TINY_DET = dict(img_size=64, backbone_width=8, hidden=32, proposals="sliding_window",
                 num_proposals=60)
+ONE_STAGE = dict(img_size=64, backbone="alexnet_small", backbone_width=8)
+RPN_DET = dict(img_size=64, backbone="alexnet_small_fpn", backbone_width=8, fpn_channels=16,
+               representation=32, anchor_sizes=[8, 16, 32, 48, 64], detections_per_img=30)
 
 CASES = {
     **{f"fcn-{kind}": ("fcn", SEG, dict(img_size=64, backbone_width=8, width=16, upsample=kind))
@@ -55,6 +60,11 @@ CASES = {
     "fast_rcnn-selective_search": ("fast_rcnn", FG, {**TINY_DET, "proposals": "selective_search"}),
     "sliding_window_det": ("sliding_window_det", FG, dict(img_size=64, backbone_width=8, hidden=32,
                                                           crop_size=32, scales=[0.3, 0.6])),
+    **{name: (name, FG, ONE_STAGE) for name in ("yolo_v1", "yolo", "ssd")},
+    "yolo-v5": ("yolo", FG, {**ONE_STAGE, "box_param": "v5"}),
+    "faster_rcnn": ("faster_rcnn", FG, RPN_DET),
+    "mask_rcnn": ("mask_rcnn", FG, {**RPN_DET, "mask_layers": [16, 16]}),
+    "keypoint_rcnn": ("keypoint_rcnn", ["person"], {**RPN_DET, "keypoint_layers": [16, 16]}),
 }
 
 
@@ -75,7 +85,21 @@ def decisive(model: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=g))
+        rpn = getattr(model, "proposal_generator", None)
+        if hasattr(rpn, "head"):
+            # The RPN detectors' box layers at a tenth: at full scale they make slivers (boxes
+            # 0.05 px high) with saturated scores, whose NMS decisions flip on float rounding.
+            for layer in (rpn.head.bbox_pred, model.box_head.bbox_pred, model.box_head.cls_score):
+                layer.weight.mul_(0.1)
+                layer.bias.mul_(0.1)
     return model.eval()
+
+
+def keep_mask_probs(model) -> None:
+    """Mask R-CNN also returns the pasted probabilities (compared to 1e-4, not only binary)."""
+    heads = getattr(model, "instance_heads", {})
+    if "mask" in heads:
+        heads["mask"].keep_probs = True
 
 
 def images(n: int, side: int, square: bool, seed: int = 1) -> list[torch.Tensor]:
@@ -106,19 +130,27 @@ def check_predictions(task: str, diff: dict) -> None:
         assert diff["detections"] > 0, diff
         assert diff["unmatched"] == 0 and diff["matched"] == diff["detections"], diff
         assert diff["box_px"] <= 1e-3, diff
+        if task == "instance":
+            assert diff["mask_probs"] <= 1e-4 and diff["mask_pixels_differing"] == 0, diff
+        if task == "keypoints":
+            assert diff["keypoints_px"] <= 1e-3 and diff["keypoints_scores"] <= 1e-4, diff
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_fixed_and_dynamic(case, tmp_path):
     name, classes, opts = CASES[case]
     model = decisive(build_model(name, classes, **opts))
+    keep_mask_probs(model)
     side = opts["img_size"]
     for dynamic in (False, True):
         path = export_onnx(model, tmp_path / f"{case}-{dynamic}.onnx", dynamic=dynamic)
         onnx_model = OnnxModel(path)
+        keep_mask_probs(onnx_model.shell)
         # a fixed file takes squares of its size (after the resize); a dynamic one any batch
         ims = images(5, side, square=not dynamic)
-        if dynamic and model.task in ("semantic", "detection"):
+        # (YOLO v1 and SSD warp to a square: only their batch axis is free)
+        if dynamic and model.task in ("semantic", "detection", "instance", "keypoints") \
+                and getattr(model, "keep_aspect", True):
             inputs, _ = onnx_model.adapter.prepare(ims)
             if "images" in inputs:  # (R-CNN's file takes crops)
                 assert inputs["images"].shape[-2] < onnx_model.meta["input_hw"][0]

@@ -1,34 +1,19 @@
-"""What an exported file computes, and what detseg does around it, for each model family.
+"""The export adapter of each model family (:class:`~detseg.export.base.Adapter`: the traced core
+and the model's own pre/post-processing around it) and :func:`adapter_for`, which picks one.
 
-An ONNX file holds a model's *network core*: tensors in, raw tensors out (class scores, boxes
-normalised to the image, heatmaps, per-region scores and box deltas). What comes before (resize,
-normalise, pad; proposals and their RoI rows; R-CNN's warped crops) and after (crop and resize
-logits back, argmax; decode boxes, score threshold, per-class NMS; heatmap argmax) stays in detseg,
-in the model's own methods, so the PyTorch model and :class:`~detseg.export.runtime.OnnxModel`
-share one implementation of each. An :class:`Adapter` per family says:
-
-- :meth:`Adapter.core`: the ``nn.Module`` that is traced (``torch.onnx.export``);
-- :meth:`Adapter.prepare`: ``images -> (named input tensors, context)``, with the model's own
-  preprocessing (``fixed_hw``: pad the batch to the exported spatial size of a non-dynamic file);
-- :meth:`Adapter.finish`: ``(named raw outputs, context) -> predictions``, with the model's own
-  post-processing;
-- :meth:`Adapter.describe`: the inputs, outputs and pre/post-processing written into the file's
-  metadata (so another runtime can reproduce them).
-
-The model passed to ``prepare``/``finish`` only lends its configuration and methods; its weights
-are not used there (the runtime builds one from the recorded builder name and arguments).
+Here: semantic segmentation, cls+loc, both pose models, and the region-based detectors whose
+proposals are made outside the network (R-CNN, Fast R-CNN, sliding windows); the single-shot and
+RPN detectors are in :mod:`detseg.export.detectors`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
+from detseg.export.base import (Adapter, NotExportable, _pad_to, _padded_side,  # noqa: F401
+                                _preprocess_meta)
 from detseg.models.detection.roi import RoIAlign, RoIPool, WarpCrops, warp_crops
 from detseg.models.detection.two_stage import TwoStageDetector
 from detseg.models.localization.cls_loc import ClsLoc, decode_boxes
@@ -36,80 +21,7 @@ from detseg.models.localization.pose import PoseRegression
 from detseg.models.localization.pose_heatmap import PoseHeatmap, heatmap_scale
 from detseg.models.segmentation.semantic import SemanticModel
 from detseg.models.segmentation.sliding_window import SlidingWindowSegmenter
-from detseg.models.transform import IMAGENET_MEAN, IMAGENET_STD, ImageBatch, preprocess
-
-
-class NotExportable(ValueError):
-    """A model (or an option of it) that has no ONNX form; the message says why, in one line."""
-
-
-def _pad_to(batch: ImageBatch, fixed_hw: tuple[int, int] | None) -> ImageBatch:
-    """``batch`` zero-padded at the bottom/right to ``fixed_hw`` (a non-dynamic file's input)."""
-    if fixed_hw is None or tuple(batch.tensor.shape[-2:]) == tuple(fixed_hw):
-        return batch
-    h, w = batch.tensor.shape[-2:]
-    if h > fixed_hw[0] or w > fixed_hw[1]:
-        raise ValueError(f"onnx: a preprocessed image of {h}x{w} does not fit the exported "
-                         f"input {fixed_hw[0]}x{fixed_hw[1]} (export with --dynamic)")
-    padded = F.pad(batch.tensor, (0, fixed_hw[1] - w, 0, fixed_hw[0] - h))
-    return ImageBatch(padded, batch.image_sizes, batch.original_sizes)
-
-
-def _padded_side(size: int, stride: int) -> int:
-    return math.ceil(size / stride) * stride
-
-
-def _preprocess_meta(img_size: int, keep_aspect: bool, stride: int) -> dict[str, Any]:
-    return {"img_size": img_size, "resize": ("longer side to img_size, aspect kept" if keep_aspect
-                                             else "img_size x img_size square, aspect not kept"),
-            "antialias": True, "input_range": "RGB float in [0, 1] before normalisation",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "pad": f"zeros at the bottom/right to a multiple of {stride} (after normalisation)"}
-
-
-class Adapter:
-    """One model family's export core and its pre/post-processing (module docstring)."""
-
-    family = ""
-    input_names: tuple[str, ...] = ("images",)
-    output_names: tuple[str, ...] = ()
-
-    def __init__(self, model):
-        self.model = model
-
-    def core(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def example_hw(self) -> tuple[int, int]:
-        """The spatial size of the traced input (and of a non-dynamic file's input)."""
-        s = _padded_side(self.model.img_size, self.stride())
-        return s, s
-
-    def stride(self) -> int:
-        return 1
-
-    def example_inputs(self) -> tuple[Tensor, ...]:
-        return (torch.zeros(1, 3, *self.example_hw()),)
-
-    def dynamic_axes(self, dynamic: bool) -> dict[str, dict[int, str]]:
-        """The free axes when ``dynamic`` (per-region axes are always free)."""
-        if not dynamic:
-            return {}
-        # Square resizes (cls_loc, pose): the spatial size never changes, only the batch.
-        axes = {"images": {0: "batch"}}
-        for name in self.output_names:
-            axes[name] = {0: "batch"}
-        return axes
-
-    def prepare(self, images: list[Tensor], fixed_hw: tuple[int, int] | None = None,
-                targets: list[dict] | None = None) -> tuple[dict[str, Tensor], Any]:
-        raise NotImplementedError  # pragma: no cover
-
-    def finish(self, outputs: dict[str, Tensor], ctx: Any, **kwargs: Any) -> list[dict[str, Tensor]]:
-        raise NotImplementedError  # pragma: no cover
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError  # pragma: no cover
+from detseg.models.transform import ImageBatch, preprocess
 
 
 # -- semantic segmentation -----------------------------------------------------------------------
@@ -442,7 +354,16 @@ def adapter_for(model) -> Adapter:
         return PoseRegressionAdapter(model)
     if isinstance(model, PoseHeatmap):
         return PoseHeatmapAdapter(model)
+    # The detectors' adapters live in their own module, which imports this one.
+    from detseg.export.detectors import OneStageAdapter, RPNAdapter
+    from detseg.models.detection.one_stage import OneStageDetector
+    from detseg.models.detection.rpn import RPN
+
+    if isinstance(model, OneStageDetector):
+        return OneStageAdapter(model)
     if isinstance(model, TwoStageDetector):
+        if isinstance(model.proposal_generator, RPN):
+            return RPNAdapter(model)
         return TwoStageAdapter(model)
     raise NotExportable(f"{name}: no ONNX exporter for {type(model).__name__} "
                         f"(task {getattr(model, 'task', '?')}) yet")

@@ -82,9 +82,23 @@ class OnnxModel:
             self.shell = build_model(self.meta["builder"], **args).eval()
         self.shell.dataset_info = self.meta.get("dataset_info") or {}
         self.adapter: Adapter = adapter_for(self.shell)
+        self.adapter.restore(self.meta)
         self.dynamic = bool(self.meta.get("dynamic"))
         self.fixed_hw = None if self.dynamic else tuple(self.meta["input_hw"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # A file of several stages (the RPN detectors): one session per stage, cut out of the
+        # graph, so that running a stage computes nothing of the others.
+        self.stages: dict[str, tuple[list[str], list[str], Any]] = {}
+        if self.meta.get("stages"):
+            import onnx
+            from onnx.utils import Extractor
+
+            extractor = Extractor(onnx.load(str(self.path)))
+            for name, io in self.meta["stages"].items():
+                part = extractor.extract_model(io["inputs"], io["outputs"])
+                self.stages[name] = (io["inputs"], io["outputs"], ort.InferenceSession(
+                    part.SerializeToString(), opts, providers=providers))
+            self.session = None  # the whole graph is not run as one
 
     # -- what callers of a DetsegModel read ----------------------------------------------------
     @property
@@ -130,6 +144,10 @@ class OnnxModel:
     def run_core(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The file's raw outputs for prepared inputs (:meth:`Adapter.prepare`), as tensors."""
         feeds = {k: np.ascontiguousarray(v.detach().cpu().float().numpy()) for k, v in inputs.items()}
+        if self.stages:
+            stage = self.adapter.stage_of(inputs)
+            _, names, session = self.stages[stage]
+            return {k: torch.from_numpy(v) for k, v in zip(names, session.run(names, feeds))}
         if any(v.shape[0] == 0 for k, v in feeds.items() if k in ("rois", "crops")):
             return self._no_regions()
         outs = self.session.run(self.output_names, feeds)
@@ -156,8 +174,7 @@ class OnnxModel:
                    for im, t in zip(images, targets or [None] * len(images))])
         preds: list[dict[str, Tensor]] = []
         for ims, tgs in groups:
-            inputs, ctx = self.adapter.prepare(ims, self.fixed_hw, tgs)
-            preds += self.adapter.finish(self.run_core(inputs), ctx, **kwargs)
+            preds += self.adapter.run(self.run_core, ims, self.fixed_hw, tgs, **kwargs)
         return ModelOutput(predictions=preds)
 
     def predict(self, images, conf: float = 0.0):

@@ -100,7 +100,13 @@ class KeypointHead(nn.Module):
                 detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """Per image ``keypoints`` [N, K, 3] (original pixels) and ``keypoints_scores`` [N, K]."""
         boxes = [d["boxes"] for d in detections]
-        logits = self(self.pool(features, batch.tensor, boxes))
+        return self.postprocess(self(self.pool(features, batch.tensor, boxes)), batch, detections)
+
+    def postprocess(self, logits: Tensor, batch: ImageBatch,
+                    detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """:meth:`predict` from the heatmap logits ``Tensor[N, K, 4k, 4k]`` of every image's
+        detections, concatenated in image order (torchvision's ``keypointrcnn_inference``)."""
+        boxes = [d["boxes"] for d in detections]
         kps, scores = keypointrcnn_inference(logits, boxes)
         out = []
         for kp, sc, size, orig in zip(kps, scores, batch.image_sizes, batch.original_sizes):

@@ -91,7 +91,13 @@ class MaskHead(nn.Module):
                 detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """Per image ``masks`` uint8 [N, H, W] at the original size (and ``mask_probs``)."""
         boxes = [d["boxes"] for d in detections]
-        logits = self(self.pool(features, batch.tensor, boxes))
+        return self.postprocess(self(self.pool(features, batch.tensor, boxes)), batch, detections)
+
+    def postprocess(self, logits: Tensor, batch: ImageBatch,
+                    detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """:meth:`predict` from the mask logits ``Tensor[N, C, 2k, 2k]`` of every image's
+        detections, concatenated in image order: the predicted class's map, sigmoid, pasted."""
+        boxes = [d["boxes"] for d in detections]
         labels = torch.cat([d["labels"] for d in detections])
         probs = logits.sigmoid()[torch.arange(len(labels), device=labels.device), labels - 1][:, None]
         out = []

@@ -128,7 +128,20 @@ class RPN(nn.Module):
             raise ValueError(f"RPN: no feature {missing[0]!r} (the backbone gives: {', '.join(features)})")
         maps = [features[n] for n in names]
         logits, deltas = self.head(maps)
-        anchors = self.anchor_generator(tuple(batch.tensor.shape[-2:]), maps)
+        boxes, (objectness, box_deltas, anchors) = self.proposals(batch, logits, deltas)
+        losses: dict[str, Tensor] = {}
+        if targets is not None:
+            losses = self.loss(objectness, box_deltas, anchors, targets)
+        return boxes, losses
+
+    def proposals(self, batch: ImageBatch, logits: Sequence[Tensor],
+                  deltas: Sequence[Tensor]) -> tuple[list[Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """The head's per-level outputs (:meth:`RPNHead.forward`) -> ``(proposals per image,
+        (objectness Tensor[B, A_total], deltas Tensor[B * A_total, 4], anchors Tensor[A_total, 4]))``:
+        anchors, decoding and :meth:`filter_proposals` (an exported file's head outputs go
+        through here too)."""
+        # The anchors depend only on the map sizes (and dtype): the logits have the maps' sizes.
+        anchors = self.anchor_generator(tuple(batch.tensor.shape[-2:]), logits)
         per_level = [len(a) for a in anchors]
         anchors = torch.cat(anchors)
         b = len(batch.image_sizes)
@@ -137,10 +150,7 @@ class RPN(nn.Module):
         # Faster R-CNN does not backpropagate through the proposals' coordinates.
         proposals = self.box_coder.decode(box_deltas.detach(), anchors.repeat(b, 1)).view(b, -1, 4)
         boxes = self.filter_proposals(proposals, objectness.detach(), batch.image_sizes, per_level)
-        losses: dict[str, Tensor] = {}
-        if targets is not None:
-            losses = self.loss(objectness, box_deltas, anchors, targets)
-        return boxes, losses
+        return boxes, (objectness, box_deltas, anchors)
 
     def filter_proposals(self, proposals: Tensor, objectness: Tensor,
                          image_sizes: Sequence[tuple[int, int]], per_level: Sequence[int]) -> list[Tensor]:

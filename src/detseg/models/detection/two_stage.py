@@ -144,12 +144,19 @@ class TwoStageDetector(DetsegModel):
                 scores, deltas = self.score_regions(self.roi_extractor(features, batch.tensor, proposals))
                 dets = self.detect(scores, deltas, proposals, batch)
                 extra = [head.predict(features, batch, dets) for head in self.instance_heads.values()]
-            out.predictions = [self._to_original(d, size, orig) for d, size, orig
-                               in zip(dets, batch.image_sizes, batch.original_sizes)]
-            for per_image in extra:
-                for p, e in zip(out.predictions, per_image):
-                    p.update(e)
+            out.predictions = self.assemble(dets, extra, batch)
         return out
+
+    def assemble(self, dets: list[dict[str, Tensor]], extra: list[list[dict[str, Tensor]]],
+                 batch: ImageBatch) -> list[dict[str, Tensor]]:
+        """The predictions: :meth:`detect`'s detections mapped to the original images, with each
+        instance head's per-image outputs (``extra``: one list per head) merged in."""
+        preds = [self._to_original(d, size, orig) for d, size, orig
+                 in zip(dets, batch.image_sizes, batch.original_sizes)]
+        for per_image in extra:
+            for p, e in zip(preds, per_image):
+                p.update(e)
+        return preds
 
     def propose(self, images: list[Tensor], resized: list[Tensor], features: dict[str, Tensor] | None,
                 targets: list[dict] | None, scaled: list[dict] | None,

@@ -130,7 +130,8 @@ class YoloV1Head(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s = self.grid
-        return self.fc(self.conv(x)).view(len(x), s, s, 5 * self.num_boxes + self.num_classes)
+        # unflatten, not view(len(x), ...): a traced (ONNX) graph keeps the batch size free
+        return self.fc(self.conv(x)).unflatten(-1, (s, s, 5 * self.num_boxes + self.num_classes))
 
 
 class YoloV1(OneStageDetector):
