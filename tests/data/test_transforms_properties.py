@@ -17,12 +17,14 @@ transform with jitter is exercised for the box-inside-image property.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detseg.data.transforms import TrainTransform, build_transforms, hflip, random_scale_crop
+from detseg.data.transforms import TrainTransform, build_transforms, hflip, random_scale_crop, rotate
 from detseg.structures import IGNORE_INDEX, masks_to_boxes
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -247,3 +249,48 @@ def test_rounded_scale_keeps_a_corner_joint_in_frame():
         torch.manual_seed(seed)
         _, t = tf(image, dict(target))
         assert len(t["boxes"]) == 1 and int((t["keypoints"][0, :, 2] > 0).sum()) == 1, seed
+
+
+@SETTINGS
+@given(samples("keypoints", False), st.floats(-180, 180), st.integers(0, 2**31 - 1))
+def test_rotation_moves_joints_with_their_pixels(sample, angle, seed):
+    image, target = sample
+    h, w = image.shape[-2:]
+    original = target["keypoints"][0].clone()
+    out, t = rotate(image, target, angle)
+    assert out.shape == image.shape
+    if len(t["boxes"]):
+        boxes_inside(t["boxes"], h, w)
+    if not len(t["keypoints"]):
+        return  # the rotation carried every box out of the picture
+    x, y, v = t["keypoints"][0].unbind(-1)
+    assert (v[original[:, 2] == 0] == 0).all()
+    inside = (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
+    assert (v[~inside] == 0).all()
+    for j in torch.nonzero(v > 0).flatten().tolist():
+        px, py = min(max(round(float(x[j])), 0), w - 1), min(max(round(float(y[j])), 0), h - 1)
+        if out[0, py, px] < 0.5:
+            continue  # the rounded pixel is mostly fill: its ramps are not readable
+        back_x, back_y = (out[1:, py, px] / out[0, py, px]).tolist()
+        back_x, back_y = back_x * w - 0.5, back_y * h - 0.5
+        ox, oy = original[j, :2].tolist()
+        # the nearest pixel centre is within sqrt(0.5) px of the joint, in the rotated frame
+        assert math.hypot(back_x - ox, back_y - oy) <= 0.75, (j, ox, oy, back_x, back_y)
+
+
+@SETTINGS
+@given(samples("instance"), st.floats(-180, 180))
+def test_rotation_moves_masks_and_label_maps_with_the_image(sample, angle):
+    image, target = sample
+    target = {**target, "sem_seg": target["masks"][0].long()}
+    out, t = rotate(image, target, angle)
+    sem = t["sem_seg"]
+    assert (sem[out[0] > 0.99] == 1).all()
+    if len(t["masks"]):  # (else the object left the picture, its box dropped as degenerate)
+        mask = t["masks"][0]
+        assert torch.equal(masks_to_boxes(t["masks"]), t["boxes"])
+        # the paint channel, rotated bilinearly, agrees with the nearest-neighbour mask
+        assert (mask[out[0] > 0.99] == 1).all()
+        assert (mask[(out[0] < 0.01) & (out[1] > 0.01)] == 0).all()
+    fill = (out[1] == 0) & (out[2] == 0)  # corners brought in by the rotation: no image there
+    assert (sem[fill & (TF.max_pool2d((~fill).float()[None, None], 3, 1, 1)[0, 0] == 0)] == IGNORE_INDEX).all()

@@ -93,6 +93,9 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
                         "when it is spent (mid-epoch), then validates")
     t.add_argument("--augment", choices=["full", "flip", "none"], default="full",
                    help="training augmentation: flip + scale jitter + colour, flip only, or none")
+    t.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                   help="also rotate training images by a random angle in [-DEG, DEG] (boxes, masks, "
+                        "label maps and joints follow; e.g. 30 for pose)")
     t.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, repeatable (listed below)")
     t.add_argument("--samples", type=int, default=8, help="validation images drawn in samples.png")
@@ -193,7 +196,8 @@ def _train_config(args) -> "TrainConfig":  # noqa: F821 (imported lazily: torch)
         seed=args.seed, out=args.out, name=args.name, resume=args.resume,
         val_fraction=args.val_fraction, train_split=args.train_split, val_split=args.val_split,
         format=args.format, images=args.images, annotations=args.annotations,
-        weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment, time_limit=args.time_limit,
+        weights=args.weights, freeze_backbone=args.freeze_backbone, augment=args.augment,
+        rotate=args.rotate, time_limit=args.time_limit,
         model_opts=parse_opts(args.opt), samples=args.samples, quiet=args.quiet,
         val_every=args.val_every, tensorboard=args.tensorboard,
     )

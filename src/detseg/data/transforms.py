@@ -56,13 +56,17 @@ def build_transforms(
     flip_prob: float = 0.5,
     photometric: bool = True,
     recompute_boxes: bool = True,
+    rotation: float = 0.0,
 ) -> Callable[[Tensor, dict[str, Any]], Sample]:
     """The augmentation for ``task``: identity when ``train`` is False.
 
     Train mode: random horizontal flip (swapping ``flip_pairs``), a random scale in
     ``scale_jitter`` followed by a crop/pad back to the input size (``None`` disables it; for
     ``cls_loc`` and ``pose`` the crop always keeps the object and its labelled joints in frame),
-    and mild colour jitter. The output keeps the input's size.
+    and mild colour jitter. ``rotation`` (degrees, 0 = off) adds a rotation by a uniform angle in
+    ``[-rotation, rotation]`` about the image centre before the scale/crop (simple baselines use
+    40 for pose); joints rotated out of the image become unlabelled. The output keeps the input's
+    size.
     """
     if task not in TASKS:
         raise ValueError(f"build_transforms: unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -70,7 +74,10 @@ def build_transforms(
         return Identity()
     if scale_jitter is not None and not 0 < scale_jitter[0] <= scale_jitter[1]:
         raise ValueError(f"build_transforms: scale_jitter needs 0 < low <= high, got {scale_jitter}")
-    return TrainTransform(task, flip_pairs, flip_prob, scale_jitter, photometric, recompute_boxes)
+    if not 0 <= rotation <= 180:
+        raise ValueError(f"build_transforms: rotation must be in [0, 180] degrees, got {rotation}")
+    return TrainTransform(task, flip_pairs, flip_prob, scale_jitter, photometric, recompute_boxes,
+                          rotation)
 
 
 class Identity:
@@ -84,16 +91,18 @@ class Identity:
 
 
 class TrainTransform:
-    """Colour jitter -> flip -> scale/crop (+ sanitize); see :func:`build_transforms`."""
+    """Colour jitter -> flip -> rotation -> scale/crop (+ sanitize); see :func:`build_transforms`."""
 
     def __init__(self, task: str, flip_pairs: Sequence[Sequence[int]] | None, flip_prob: float,
-                 scale_jitter: tuple[float, float] | None, photometric: bool, recompute_boxes: bool):
+                 scale_jitter: tuple[float, float] | None, photometric: bool, recompute_boxes: bool,
+                 rotation: float = 0.0):
         self.task = task
         self.flip_pairs = None if flip_pairs is None else [tuple(p) for p in flip_pairs]
         self.flip_prob = flip_prob
         self.scale_jitter = scale_jitter
         self.keep_in_frame = task in KEEP_IN_FRAME
         self.recompute_boxes = recompute_boxes
+        self.rotation = rotation
         self.jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2) if photometric else None
 
     def __call__(self, image: Tensor, target: dict[str, Any]) -> Sample:
@@ -101,6 +110,9 @@ class TrainTransform:
             image = self.jitter(image).clamp_(0, 1)
         if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
             image, target = hflip(image, target, self.flip_pairs)
+        if self.rotation > 0:
+            angle = (2 * float(torch.rand(())) - 1) * self.rotation
+            image, target = rotate(image, target, angle, self.recompute_boxes)
         if self.scale_jitter is not None:
             image, target = random_scale_crop(image, target, self.scale_jitter, self.keep_in_frame,
                                               self.recompute_boxes)
@@ -109,7 +121,7 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (f"TrainTransform(task={self.task!r}, flip_prob={self.flip_prob}, "
                 f"scale_jitter={self.scale_jitter}, keep_in_frame={self.keep_in_frame}, "
-                f"photometric={self.jitter is not None})")
+                f"rotation={self.rotation}, photometric={self.jitter is not None})")
 
 
 def hflip(image: Tensor, target: dict[str, Any], flip_pairs: Sequence[Sequence[int]] | None) -> Sample:
@@ -131,6 +143,29 @@ def hflip(image: Tensor, target: dict[str, Any], flip_pairs: Sequence[Sequence[i
             perm[a], perm[b] = b, a
         out["keypoints"] = out["keypoints"][:, perm]
     return out_image, out
+
+
+def rotate(image: Tensor, target: dict[str, Any], angle: float, recompute_boxes: bool = True) -> Sample:
+    """Rotate by ``angle`` degrees (counter-clockwise, torchvision's sign) about the image centre,
+    keeping the size: the image bilinearly with a zero fill, masks and label maps by nearest
+    neighbour (the uncovered corners of a label map become ignore), keypoints exactly, boxes as the
+    enclosing box of their rotated corners (re-fitted to the masks when there are masks).
+
+    torchvision rotates ``KeyPoints`` about ``(W/2, H/2)`` in continuous coordinates, while
+    detseg's keypoints are pixel indices (a pixel's centre is an integer): they are shifted by half
+    a pixel around the call, else a joint would land up to a pixel away from its rotated pixel.
+    """
+    H, W = image.shape[-2:]
+    image_tv, parts = _wrap(image, target)
+    image_tv = F.rotate(image_tv, angle, interpolation=v2.InterpolationMode.BILINEAR)
+    for k, v in parts.items():
+        if isinstance(v, _KeyPoints):
+            r = F.rotate(tv_tensors.wrap(v.as_subclass(Tensor) + 0.5, like=v), angle)
+            parts[k] = tv_tensors.wrap(r.as_subclass(Tensor) - 0.5, like=r)
+        else:  # masks: nearest (the default for Mask); boxes: the enclosing box
+            parts[k] = F.rotate(v, angle)
+    out_image, out = _unwrap(image_tv, parts, target)
+    return out_image, sanitize(out, H, W, recompute_boxes=recompute_boxes)
 
 
 def random_scale_crop(image: Tensor, target: dict[str, Any], scale_range: tuple[float, float],

@@ -74,6 +74,7 @@ class TrainConfig:
     weights: str | None = None  # fine-tune from: a detseg checkpoint or state_dict (engine/transfer.py)
     freeze_backbone: int = 0  # freeze the first N backbone stages (their batch norms stay in eval)
     augment: str = "full"  # full (flip + scale jitter + colour) | flip | none
+    rotate: float = 0.0  # + random rotation in [-rotate, rotate] degrees (with any augment but none)
     time_limit: float | None = None  # minutes of training: the LR decays over it, then it stops
     model_opts: dict[str, Any] = field(default_factory=dict)
     samples: int = 8
@@ -475,7 +476,7 @@ def build_datasets(cfg: TrainConfig, task: str):
         raise ValueError(f"augment: unknown {cfg.augment!r} (choose {', '.join(AUGMENT)})")
     if cfg.augment != "none":
         train.transforms = build_transforms(task, train=True, flip_pairs=train.flip_pairs,
-                                            **AUGMENT[cfg.augment])
+                                            rotation=cfg.rotate, **AUGMENT[cfg.augment])
     try:
         val = build_dataset(cfg.data, split=cfg.val_split, **common)
     except (ValueError, FileNotFoundError) as e:
