@@ -6,7 +6,8 @@
         --person-crop --img-size 128 --minutes 14 --augment flip --models pose_regression,pose_heatmap
 
 Methods: ``pose_regression`` (DeepPose, Toshev & Szegedy, CVPR 2014: pooled CNN features -> 14 x 2
-coordinates, L2 over the labelled joints) and ``pose_heatmap`` (Xiao, Wu & Wei, "Simple Baselines
+coordinates, L2 over the labelled joints), ``mean_pose`` (the floor: the training set's mean
+pose for every image, no network) and ``pose_heatmap`` (Xiao, Wu & Wei, "Simple Baselines
 for Human Pose Estimation and Tracking", ECCV 2018: deconvolutions -> one heatmap per joint). Both
 share the backbone, the data and the evaluator. Each entry ``NAME[:key=value;key=value]`` is a zoo
 model with options (e.g. ``pose_regression:cascade_stages=1``). Every model trains for the same CPU
@@ -90,7 +91,8 @@ def train_budgeted(entry: str, args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=name, data=data_spec(args), epochs=args.epochs, img_size=args.img_size,
                           batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
-                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
+                          quiet=True, augment=args.augment, rotate=args.rotate, amp=args.amp,
+                          time_limit=args.minutes,
                           train_split=train_split, val_split=val_split)
         trainer = Trainer(cfg)
         trainer.fit()
@@ -103,6 +105,43 @@ def train_budgeted(entry: str, args) -> dict[str, Any]:
             PCK: round(final.get(PCK, float("nan")), 4), "PCP": round(final.get("PCP", float("nan")), 4),
             "train_seconds": round(trainer.train_seconds, 1), "epochs_done": final.get("epoch", 0),
             "train_images": n_train, "val_images": n_val, **joints}
+
+
+def mean_pose(args) -> dict[str, Any]:
+    """The floor: every validation image gets the training set's mean pose (joint positions as
+    fractions of the image side, averaged over the labelled joints), scored by the same evaluator."""
+    import torch
+
+    from detseg.engine.trainer import build_datasets
+    from detseg.evaluation.keypoints import PoseEvaluator
+
+    train_split, val_split = splits(args)
+    cfg = TrainConfig(model="pose_heatmap", data=data_spec(args), augment="none", device="cpu",
+                      train_split=train_split, val_split=val_split)
+    train, val = build_datasets(cfg, "pose")
+    total, count = None, None
+    for i in range(len(train)):
+        image, t = train[i]
+        kp = t["keypoints"][0].double()  # [K, 3]: the first person
+        H, W = image.shape[-2:]
+        frac = kp[:, :2] / torch.tensor([W, H], dtype=torch.float64)
+        seen = (kp[:, 2] > 0).double()[:, None]
+        total = frac * seen if total is None else total + frac * seen
+        count = seen if count is None else count + seen
+    mean = total / count.clamp(min=1)
+    ev = PoseEvaluator(keypoint_names=getattr(val, "keypoint_names", None))
+    for i in range(len(val)):
+        image, t = val[i]
+        H, W = image.shape[-2:]
+        xy = mean * torch.tensor([W, H], dtype=torch.float64)
+        kps = torch.cat([xy, torch.ones(len(xy), 1, dtype=torch.float64)], 1)[None]
+        ev.update([{"keypoints": kps}], [t])
+    final = ev.compute()
+    joints = {k: round(v, 4) for k, v in final.items() if k.startswith(f"{PCK}/") and v == v}
+    return {"model": "mean_pose", "params": 0, "cpu_ms_per_image": 0.0,
+            PCK: round(final.get(PCK, float("nan")), 4), "PCP": round(final.get("PCP", float("nan")), 4),
+            "train_seconds": 0.0, "epochs_done": 0, "train_images": len(train), "val_images": len(val),
+            **joints}
 
 
 def split_text(args) -> str:
@@ -124,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--augment", default="full", help="full | flip | none (flip swaps left/right joints)")
+    p.add_argument("--rotate", type=float, default=0.0, help="training rotation in [-DEG, DEG]")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
     p.add_argument("--train-range", type=parse_range, help="START:STOP positions of the all split")
     p.add_argument("--val-range", type=parse_range, help="START:STOP positions of the all split")
@@ -139,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     splits(args)  # flag errors before any training
     rows = []
     for entry in filter(None, args.models.split(",")):
-        row = train_budgeted(entry, args)
+        row = mean_pose(args) if entry == "mean_pose" else train_budgeted(entry, args)
         record = stamp({"benchmark": name, "dataset": args.data, "split": split_text(args), **row,
                         "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
         path = append_or_replace(name, [record], key=("benchmark", "model", "dataset", "split"))
