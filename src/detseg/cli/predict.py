@@ -220,7 +220,7 @@ def _predict_video(model, path: Path, out: Path, stem: str, conf: float, labels:
     """
     import cv2
 
-    from detseg.io import atomic_path, save_png
+    from detseg.io import atomic_path
 
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS)
