@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from detseg.data.base import Transform, read_image
-from detseg.data.split import SplitReader
+from detseg.data.split import SplitReader, is_file
 
 SPLIT_WORD = re.compile(r"(?:^|[_\-.])(train|val|valid|validation|test|trainval)(?=\d|[_\-.]|$)",
                         re.IGNORECASE)
@@ -262,8 +262,9 @@ class COCODataset(SplitReader):
         for d in dict.fromkeys([json_path.parent, json_path.parent.parent, base]):
             for sub in ("", "images", token, f"images/{token}", split, f"images/{split}"):
                 candidates.append(d / sub)
-        names = [n for n in (i.get("file_name") for i in images[:20]) if n]
-        scores = [sum((c / n).is_file() for n in names) for c in candidates]
+        # names that are not text are reported when their image is added; here they just don't vote
+        names = [n for n in (i.get("file_name") for i in images[:20]) if isinstance(n, str) and n]
+        scores = [sum(is_file(c / n) for n in names) for c in candidates]
         best = max(range(len(candidates)), key=lambda i: scores[i], default=0)
         return candidates[best] if scores and scores[best] else json_path.parent
 
@@ -287,7 +288,7 @@ class COCODataset(SplitReader):
             self.problem(json_path, f"images[id={img['id']}].id", "not an integer: image skipped")
             return
         path = img["_folder"] / img["file_name"]
-        if not path.is_file():
+        if not is_file(path):
             self.problem(path, "image", f"file not found (images[id={img['id']}] of {json_path.name}): "
                          "sample skipped")
             return
@@ -402,7 +403,7 @@ class COCODataset(SplitReader):
             if seg:
                 try:
                     out[i] = mask_utils.decode(mask_utils.segmToRle(seg, w, h))
-                except (ValueError, TypeError, OverflowError) as e:  # a compressed RLE string that lies
+                except (ValueError, TypeError, OverflowError, RuntimeError) as e:  # an RLE that lies
                     raise ValueError(f"{self.files_json[index]}: segmentation of {Path(self.files[index]).name} "
                                      f"(instance {i}): cannot decode ({e})") from None
         return torch.from_numpy(out)

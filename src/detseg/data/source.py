@@ -73,7 +73,12 @@ def read_data_file(path: str | Path, option_keys: tuple[str, ...] = ()) -> DataS
             return None
         p = Path(str(value)).expanduser()
         p = p if p.is_absolute() else base / p
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except (OSError, ValueError) as e:  # a name longer than the file system allows, a NUL byte
+            raise FileNotFoundError(f"{path}: {key}: not a usable path ({e.__class__.__name__}: "
+                                    f"{str(e)[:80]})") from None
+        if not exists:
             raise FileNotFoundError(f"{path}: {key}: {p} does not exist")
         return p
 

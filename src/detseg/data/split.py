@@ -315,12 +315,22 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name itself is impossible (longer than the file system
+    allows, a NUL byte): ``Path.is_file`` raises ``OSError``/``ValueError`` for those, and such
+    names come from annotation files."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def find_image(folder: Path, stem: str) -> Path | None:
     """``folder/stem.<ext>`` for the first image extension that exists (any case)."""
     for ext in IMAGE_EXTS:
         for e in (ext, ext.upper()):
             p = folder / f"{stem}{e}"
-            if p.is_file():
+            if is_file(p):
                 return p
     return None
 

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from detseg.data.base import Transform, image_size, read_image
 from detseg.data.folders import LabelPngReader
-from detseg.data.split import (SplitReader, child, find_image, header_error, read_classes_file,
+from detseg.data.split import (SplitReader, child, find_image, is_file, header_error, read_classes_file,
                                subdirs)
 from detseg.structures import IGNORE_INDEX, Problem
 
@@ -327,7 +327,7 @@ class VOCDetection(SplitReader):
         folder = self.layout.images or rec.xml.parent
         if rec.filename:
             p = folder / rec.filename
-            if p.is_file():
+            if is_file(p):
                 return p
         p = find_image(folder, rec.xml.stem)
         if p is not None and rec.filename:
