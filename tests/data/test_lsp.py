@@ -21,8 +21,9 @@ def test_invisible_junk_is_ignored_and_non_finite_labelled_joints_are_unlabelled
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     ds = build_dataset(tmp_path, split="all")
     got = sorted((Path(p.file).name, p.field, p.message) for p in ds.problems)
-    assert got == [("im00001.jpg", "joints[left_ankle]", "labelled point (nan, nan) is not finite: unlabelled (v = 0)"),
-                   ("im00002.jpg", "joints[right_wrist]", "labelled point (inf, 3.0) is not finite: unlabelled (v = 0)")]
+    assert got == [
+        ("im00001.jpg", "joints[left_ankle]", "labelled point (nan, nan) is not finite: unlabelled (v = 0)"),
+        ("im00002.jpg", "joints[right_wrist]", "labelled point (inf, 3.0) is not finite: unlabelled (v = 0)")]
     for i in range(len(ds)):
         _, t = ds[i]
         kp, box = t["keypoints"][0], t["boxes"][0]

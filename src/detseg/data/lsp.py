@@ -21,12 +21,13 @@ things (as e.g. HMR's ``lsp_to_tfrecords.py`` also handles it):
 Coordinates are used as written. A labelled joint outside the image is kept and reported as a
 Problem; one whose coordinates are NaN or infinite is unlabelled (``v = 0``), a Problem. An
 unlabelled joint's placeholder coordinates (LSPET's junk far outside the image) are ignored: set
-to 0, left out of the person box, no Problem. The person box is the extent of the labelled joints plus a margin (15% of its longer
-side; the joints stop short of the head's and feet's outline), clipped to the image. Annotation
-``i`` belongs to the image numbered ``i + 1`` (file numbers, so a missing file drops only its
-sample); where the names carry no such numbers (renamed files, a slice of a larger set) and the
-counts match, images pair with the joints in sorted order (a Problem says so); a json/csv that
-lists image names pairs by name. The counts of images and annotations are checked.
+to 0, left out of the person box, no Problem. The person box is the extent of the labelled
+joints plus a margin (15% of its longer side; the joints stop short of the head's and feet's
+outline), clipped to the image. Annotation ``i`` belongs to the image numbered ``i + 1`` (file
+numbers, so a missing file drops only its sample); where the names carry no such numbers (renamed
+files, a slice of a larger set) and the counts match, images pair with the joints in sorted order
+(a Problem says so); a json/csv that lists image names pairs by name. The counts of images and
+annotations are checked.
 
 Splits: the original 2000-image LSP has its own (first 1000 train, last 1000 test); LSPET and
 subsets have none -> the hash split of :mod:`detseg.data.split`.
