@@ -63,6 +63,8 @@ def evaluate(checkpoint, data: str, split: str = "val", batch: int = 8, device: 
     ds = build_dataset(data, split=split, task=task.name, val_fraction=val_fraction, seed=seed,
                        format=format, images=images, annotations=annotations)
     known = len(ds.problems)
+    if len(ds) == 0:
+        raise ValueError(f"{data}: the {split!r} split has no usable samples (see `detseg data check`)")
     check_classes(model, ds, task.name)
     evaluator = build_task_evaluator(model, task)
     metrics, losses = run_eval(model, ds, task, batch=batch, device=device, workers=workers,

@@ -1,6 +1,7 @@
 """Every CLI verb: --help, and a tiny end-to-end train -> eval -> predict -> data check -> demo."""
 
 import json
+import re
 
 import pytest
 
@@ -38,6 +39,19 @@ def test_parse_opts():
         "width": 32, "loss": "l1", "lam": 0.5, "flag": True}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_opts(["width"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("width", "expected KEY=VALUE"), ("=32", "expected KEY=VALUE"),
+    ("sizes=[1,", "the value is not a YAML scalar or list"), ("x={a", "the value is not a YAML scalar or list"),
+    ("x=a: b: c", "the value is not a YAML scalar or list"),
+])
+def test_malformed_opts_name_the_option(item, message, capsys):
+    with pytest.raises(ValueError, match=rf"^-o '{re.escape(item)}': {message}"):
+        parse_opts([item])
+    assert main(["train", "fcn", "--data", "shapes:n=4", "-o", item]) == 2
+    err = capsys.readouterr().err
+    assert f"-o '{item}'" in err and "Traceback" not in err
 
 
 def test_clear_errors(tmp_path, capsys):

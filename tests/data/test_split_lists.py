@@ -51,3 +51,20 @@ def test_raccoon_author_split_is_160_40():
     train = build_dataset(RACCOON, split=str(RACCOON / "data" / "train_labels.csv"))
     val = build_dataset(RACCOON, split=str(RACCOON / "data" / "test_labels.csv"))
     assert (len(train), len(val)) == (160, 40) and not set(train.files) & set(val.files)
+
+
+def test_malformed_list_files_are_clear_errors(tmp_path):
+    write_voc(tmp_path / "data", ["a", "b"])
+    cases = {"empty.txt": (b"", "the list names no samples"),
+             "comments.txt": (b"# nothing but a comment\n\n", "the list names no samples"),
+             "header.csv": (b"filename,width\n", "the list names no samples"),
+             "binary.txt": (b"\xff\xfe\x00\x81junk", "cannot read the split list"),
+             "folder.txt": (None, "cannot read the split list")}
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        if data is None:
+            path.mkdir()
+        else:
+            path.write_bytes(data)
+        with pytest.raises(SplitError, match=rf"{name}: .*{message}"):
+            build_dataset(tmp_path / "data", split=str(path))

@@ -1,10 +1,12 @@
-"""VOC XML is parsed with defusedxml: entity bombs and external entities are refused, named, skipped."""
+"""The VOC reader on hostile and sloppy XML: entity bombs and external entities refused (defusedxml),
+missing or wrong `<size>`, boxes with x2 < x1, NaN, infinite, negative or outside coordinates."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from detseg.data.check import check_dataset, format_report
@@ -66,3 +68,52 @@ def test_external_entity_is_not_resolved(tmp_path):
     report = check_dataset(root)
     assert [q.field for q in report["problems"] if q.file.endswith("b.xml")] == ["xml"]
     assert "TOP-SECRET" not in format_report(report)
+
+
+def _xml(name: str, size: str, boxes: list[tuple]) -> str:
+    objs = "".join("<object><name>cat</name><bndbox>" + "".join(
+        f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), b)) + "</bndbox></object>"
+        for b in boxes)
+    return f"<annotation><filename>{name}.jpg</filename>{size}{objs}</annotation>"
+
+
+def test_size_missing_or_other_than_the_image_uses_the_image(tmp_path):
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "xml").mkdir()
+    sizes = {"nosize": "", "wrong": "<size><width>100</width><height>80</height></size>",
+             "zero": "<size><width>0</width><height>0</height></size>"}
+    for stem, size in sizes.items():
+        Image.new("RGB", (40, 30)).save(root / "images" / f"{stem}.jpg")
+        (root / "xml" / f"{stem}.xml").write_text(_xml(stem, size, [(31, 21, 60, 50)]))
+    ds = VOCDetection(root, split="all")
+    assert ds.sizes == [(30, 40)] * 3
+    got = {(Path(p.file).name, p.field): p.message for p in ds.problems}
+    assert got.pop(("nosize.xml", "size")) == "missing: using the image's"
+    assert got.pop(("wrong.xml", "size")) == "says 100x80 but the image is 40x30: using the image's"
+    assert all(field == "object[0].bndbox" and "clipped" in m for (_, field), m in got.items())  # 0x0: silent
+    for i in range(3):  # the box is clipped to the real 40x30 image, not the 100x80 the XML claims
+        assert ds[i][1]["boxes"].tolist() == [[30, 20, 40, 30]]
+
+
+def test_bad_boxes_are_dropped_or_clipped_and_named(tmp_path):
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "xml").mkdir()
+    Image.new("RGB", (40, 30)).save(root / "images" / "a.jpg")
+    boxes = [(10, 5, 3, 20),  # x2 < x1
+             ("nan", 1, 5, 5), (2, 2, "inf", 9), (1, 1, "-inf", 5), ("abc", 1, 5, 5),  # not finite numbers
+             (-5, -5, 10, 10),  # negative: clipped
+             (50, 40, 60, 50),  # wholly outside
+             (2, 3, 12, 13)]  # good
+    (root / "xml" / "a.xml").write_text(_xml("a", "<size><width>40</width><height>30</height></size>", boxes))
+    ds = VOCDetection(root, split="all")
+    got = [(p.field, p.message) for p in ds.problems]
+    assert [f for f, _ in got] == ["object[1].bndbox.xmin", "object[2].bndbox.xmax", "object[3].bndbox.xmax",
+                                   "object[4].bndbox.xmin", "object[0].bndbox", "object[5].bndbox",
+                                   "object[6].bndbox"]
+    assert all("not a finite number: object skipped" in m for _, m in got[:4])
+    assert "zero area: dropped" in got[4][1] and "clipped" in got[5][1] and "outside" in got[6][1]
+    _, t = ds[0]
+    assert t["boxes"].tolist() == [[0, 0, 10, 10], [1, 2, 12, 13]]
+    assert torch.isfinite(t["boxes"]).all()

@@ -115,3 +115,53 @@ def test_resumed_checkpoint_cannot_move_the_run_folder(tmp_path):
     assert again.fit() == run
     assert {p for p in tmp_path.rglob("*")} == before, "files appeared outside the run's own files"
     assert load_checkpoint(run / "last.pt")["epoch"] == 2  # it did train, in its own folder
+
+
+def _model_checkpoint(path, classes):
+    from detseg.models.zoo import build_model
+
+    m = build_model("fcn", classes=classes, img_size=32)
+    save_checkpoint(path, {"builder": m.builder_name, "builder_args": m.builder_args, "task": m.task,
+                           "classes": m.classes, "model": m.state_dict()})
+    return path
+
+
+def test_newer_detseg_warns_and_newer_format_is_refused(tmp_path):
+    from detseg import __version__
+
+    p = _model_checkpoint(tmp_path / "a.pt", ["background", "x"])
+    assert load_checkpoint(p)["detseg_version"] == __version__  # every checkpoint names its writer
+    state = torch.load(p, weights_only=True)
+    major, minor = (int(v) for v in __version__.split(".")[:2])
+    state["detseg_version"] = f"{major}.{minor + 1}.0"
+    torch.save(state, p)
+    with pytest.warns(UserWarning, match=rf"a\.pt: checkpoint written by detseg {major}\.{minor + 1}\.0, "
+                                         rf"newer than this detseg {__version__}"):
+        load_checkpoint(p)
+    state["format"] = "detseg-checkpoint-2"
+    torch.save(state, p)
+    with pytest.raises(CheckpointError, match=rf"a\.pt: checkpoint: format 'detseg-checkpoint-2' was written by "
+                                              rf"a newer detseg \({major}\.{minor + 1}\.0\); this detseg "
+                                              rf"{__version__} reads 'detseg-checkpoint-1': upgrade detseg"):
+        load_checkpoint(p)
+    state["detseg_version"] = f"{major}.{minor}.99"  # a newer patch of this version: no warning
+    state["format"] = "detseg-checkpoint-1"
+    torch.save(state, p)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_checkpoint(p)
+
+
+def test_classes_other_than_the_data_are_refused(tmp_path, capsys):
+    from detseg.api import evaluate
+    from detseg.cli.main import main
+
+    p = _model_checkpoint(tmp_path / "m.pt", ["background", "cat", "dog"])
+    with pytest.raises(ValueError, match=r"shapes.*classes \[.*'circle'.*\] differ from the model's "
+                                         r"\['background', 'cat', 'dog'\]"):
+        evaluate(p, "shapes:size=32,n=4", split="val", device="cpu")
+    assert main(["eval", str(p), "--data", "shapes:size=32,n=4"]) == 2
+    err = capsys.readouterr().err
+    assert "differ from the model's ['background', 'cat', 'dog']" in err and "Traceback" not in err

@@ -72,3 +72,22 @@ def test_cli_train_split_flag():
     c = _train_config(args)
     assert (c.train_split, c.val_split) == ("0:900", "900:1000")
     assert _train_config(build_parser().parse_args(["train", "fcn"])).train_split == "train"
+
+
+def test_empty_data_and_empty_splits(tmp_path, capsys):
+    write_lspet(tmp_path / "lspet", 5)
+    data = str(tmp_path / "lspet")
+    # an empty val split (5 images hashed with val_fraction=0): trains without validation, to the end
+    trainer = Trainer(cfg(tmp_path, data, train_split="train", val_split="val", val_fraction=0.0))
+    assert len(trainer.train_set) == 5 and trainer.val_set is None
+    assert "the 'val' split of" in capsys.readouterr().out
+    run = trainer.fit()
+    assert (run / "last.pt").is_file()
+    from detseg.api import evaluate
+
+    with pytest.raises(ValueError, match=r"lspet: the 'val' split has no usable samples \(see `detseg data check`\)"):
+        evaluate(run / "last.pt", data, split="val", val_fraction=0.0, device="cpu")
+    for image in (tmp_path / "lspet" / "images").iterdir():  # every image unreadable: nothing to train on
+        image.write_bytes(b"")
+    with pytest.raises(ValueError, match="lspet: the train split has no usable samples"):
+        build_datasets(cfg(tmp_path, data, train_split="train", val_split="val"), "pose")

@@ -29,5 +29,9 @@ def parse_opts(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"-o {item!r}: expected KEY=VALUE")
-        opts[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+        try:
+            opts[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as e:  # e.g. "-o sizes=[1,": an unclosed list
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"-o {item!r}: the value is not a YAML scalar or list ({reason})") from None
     return opts

@@ -125,7 +125,7 @@ def locate(path: str | Path, format: str | None = None) -> tuple[str, Path]:
 
 def _locate_file(path: Path, format: str | None) -> tuple[str, Path]:
     from detseg.data.coco import looks_like_coco
-    from detseg.data.joints import JOINT_SUFFIXES, looks_like_joints
+    from detseg.data.joints import JOINT_SUFFIXES, looks_like_joints, why_not_joints
 
     suffix = path.suffix.lower()
     if format in (None, "coco") and suffix == ".json" and (format == "coco" or looks_like_coco(path)):
@@ -134,7 +134,9 @@ def _locate_file(path: Path, format: str | None) -> tuple[str, Path]:
         return "lsp", path
     if format is not None and format != "coco":
         return locate(path.parent, format)
-    raise ValueError(f"{path}: not a dataset file I know; {FORMAT_HINT}")
+    as_joints = why_not_joints(path) if suffix != ".json" or not looks_like_coco(path) else None
+    why = f" (read as LSP joints: {as_joints})" if as_joints else ""
+    raise ValueError(f"{path}: not a dataset file I know{why}; {FORMAT_HINT}")
 
 
 def sniff_format(path: str | Path) -> str:

@@ -8,7 +8,17 @@ lazily in ``load(i)``; ``transforms`` (a callable on ``(image, target)``) is app
 
 Images as they come: an image that fails to decode when a sample is loaded is skipped for the
 next readable sample (a Problem names it, once), so one broken file never ends a run; a truncated
-image's decodable part is read, with a Problem (``strict_images`` skips it instead).
+image's decodable part is read, with a Problem (``strict_images`` skips it instead). A reader's
+``load`` may raise :class:`SampleSkipped` for a sample whose annotation cannot fit its pixels
+(a COCO image of another size than its json says): skipped the same way.
+
+Pixels as stored: every mode becomes 8-bit RGB (grayscale repeated, palette looked up, CMYK
+converted, alpha dropped, 16-bit scaled by 1/257 — PIL alone would clip it to 255). EXIF
+orientation is ignored, as by ``torchvision.io.decode_image`` by default and PIL without
+``ImageOps.exif_transpose``: the annotation tools of VOC/COCO/labelImg give boxes in the stored
+pixel grid, so boxes, masks and predictions stay in that grid. An image of more pixels than PIL's
+decompression-bomb guard allows (``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP) is refused
+before decoding, a Problem like an undecodable one.
 """
 
 from __future__ import annotations
@@ -27,6 +37,15 @@ from torch import Tensor
 from detseg.structures import Problem
 
 Transform = Callable[[Tensor, dict[str, Any]], tuple[Tensor, dict[str, Any]]]
+
+
+class SampleSkipped(ValueError):
+    """Raised by a reader's ``load`` for a sample that cannot be served as annotated (the
+    problem names the file and field); ``__getitem__`` skips it like an undecodable image."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
 
 
 class DetsegDataset(torch.utils.data.Dataset):
@@ -76,7 +95,8 @@ class DetsegDataset(torch.utils.data.Dataset):
             try:
                 image, target = self.load(i)
             except ValueError as e:
-                problem = _image_error(e, "skipped in training/evaluation")
+                problem = (e.problem if isinstance(e, SampleSkipped)
+                           else _image_error(e, "skipped in training/evaluation"))
                 if problem is None:
                     raise  # not an unreadable image: a bug or bad data that must not pass silently
                 self._unreadable.add(i)
@@ -151,6 +171,8 @@ def read_image(path: str | Path, strict: bool | None = None) -> Tensor:
         arr = _decode(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: image: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: image: {_too_many_pixels(e)}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         if strict or "truncated" not in str(e):
             raise ValueError(f"{path}: image: {why_unreadable(path, e)}") from None
@@ -171,14 +193,33 @@ def _decode(path: str | Path, truncated: bool = False) -> np.ndarray:
     switch of PIL's, so it is set under a lock and only for this one file)."""
     if not truncated:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return to_rgb8(im)
     with _truncated_lock:
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+                return to_rgb8(im)
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grey PNG/TIFF ("I": as 16-bit)
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """An open image -> ``uint8 [H, W, 3]``. PIL's ``convert("RGB")`` clips 16-bit grey to 255
+    (a 16-bit scan would turn white), so those modes are scaled to 8 bits first (v / 257, as PIL
+    itself does for 16-bit RGB PNGs)."""
+    if im.mode in SIXTEEN_BIT_MODES:
+        grey = np.asarray(im).astype(np.float64)
+        grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _too_many_pixels(e: Exception) -> str:
+    return (f"cannot decode: too many pixels for PIL's decompression-bomb guard ({e}; the limit is "
+            "2 x PIL.Image.MAX_IMAGE_PIXELS; raise it only for files you trust)")
 
 
 def _image_error(e: ValueError, action: str) -> Problem | None:
@@ -213,6 +254,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             im.verify()
     except FileNotFoundError:
         raise ValueError(f"{path}: image: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: image: {_too_many_pixels(e)}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: image: {why_unreadable(path, e)}") from None
     return h, w

@@ -6,7 +6,11 @@ list of polygons or an RLE (compressed string or uncompressed list ``counts``), 
 faster-coco-eval's mask utilities (pycocotools is only a test reference); ``keypoints`` is
 ``[x1, y1, v1, ...]`` with COCO's visibility (0 not labelled, 1 occluded, 2 visible). Category
 ids are mapped to contiguous labels ``1..C`` in id order, ``classes`` are their names. Crowd
-annotations (``iscrowd = 1``) are left out of the targets and counted (``n_crowd``).
+annotations (``iscrowd = 1``) are left out of the targets and counted (``n_crowd``). An image
+``id`` given twice keeps its first image (the annotations cannot tell which they belong to), a
+``file_name`` given twice its first entry, each a Problem; repeated annotation ids are kept, one
+Problem per id. An image whose pixels are of another size than the json says is skipped when
+loaded if it has masks (they are drawn at the json's size), a Problem ``size``.
 
 Where the data is: a json file, or a folder holding ``annotations/*.json`` (``instances_*``
 preferred over ``person_keypoints_*``) or ``*.json``; images are looked up beside the json, one
@@ -30,8 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detseg.data.base import Transform, read_image
+from detseg.data.base import SampleSkipped, Transform, read_image
 from detseg.data.split import SplitReader, is_file
+from detseg.structures import Problem
 
 SPLIT_WORD = re.compile(r"(?:^|[_\-.])(train|val|valid|validation|test|trainval)(?=\d|[_\-.]|$)",
                         re.IGNORECASE)
@@ -161,9 +166,13 @@ class COCODataset(SplitReader):
             for a in data.get("annotations", []):
                 by_image.setdefault(a.get("image_id"), []).append(a)
             self._orphans(files[s], data, by_image)
+            self._repeated_annotation_ids(files[s], data["annotations"])
+            seen: dict[Any, str] = {}
             for img in data["images"]:
                 name = str(img.get("file_name", ""))  # a non-text name is reported when the image is added
                 key = name if s == "all" else f"{s}/{name}"
+                if self._repeated_image(files[s], img, name, seen, key in entries):
+                    continue
                 entries[key] = (files[s], img, by_image.get(img.get("id"), []))
                 if s != "all":
                     own.setdefault(s, []).append(key)
@@ -275,6 +284,32 @@ class COCODataset(SplitReader):
                 self.problem(json_path, f"annotations[id={anns[0].get('id')}].image_id",
                              f"image id {image_id} not in images ({len(anns)} annotation(s) skipped)")
 
+    def _repeated_image(self, json_path: Path, img: dict, name: str, seen: dict[Any, str],
+                        name_seen: bool) -> bool:
+        """Whether ``img`` repeats an earlier image's id or file name (a Problem says so: skipped)."""
+        image_id = img.get("id")
+        if image_id in seen:
+            self.problem(json_path, f"images[id={image_id}]", f"id also used by {seen[image_id]!r:.60}: "
+                         f"{name!r:.60} skipped (its annotations go to the first image of this id)")
+            return True
+        if name_seen:
+            self.problem(json_path, f"images[id={image_id}].file_name", f"{name!r:.60} is listed twice: "
+                         "the first entry is kept")
+            return True
+        if image_id is not None:
+            seen[image_id] = name
+        return False
+
+    def _repeated_annotation_ids(self, json_path: Path, anns: list[dict]) -> None:
+        counts: dict[Any, int] = {}
+        for a in anns:
+            if "id" in a:
+                counts[a["id"]] = counts.get(a["id"], 0) + 1
+        for aid, n in counts.items():
+            if n > 1:
+                self.problem(json_path, f"annotations[id={aid}]", f"id used by {n} annotations: all kept "
+                             "(problems naming this id are ambiguous)")
+
     def _add(self, json_path: Path, img: dict, anns: list[dict]) -> None:
         missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
         if missing:
@@ -355,20 +390,20 @@ class COCODataset(SplitReader):
         if isinstance(seg, list) and seg:
             polys = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                      and all(_is_number(v) for v in p)]
-            if len(polys) < len(seg):
-                self.problem(json_path, f"{field}.segmentation", "polygon with fewer than 3 points (or not "
-                             "an even list of finite numbers): dropped")
             # A vertex far outside the image (a typo'd 1e9) makes the rasteriser walk a huge
             # polygon: minutes and gigabytes for one mask. One image side of slack is plenty.
             h, w = self._size_of_current
             far = [p for p in polys if any(not -w <= x <= 2 * w for x in p[0::2])
                    or any(not -h <= y <= 2 * h for y in p[1::2])]
+            kept = [p for p in polys if p not in far]
+            then = "dropped" if kept else "empty mask"
+            if len(polys) < len(seg):
+                self.problem(json_path, f"{field}.segmentation", "polygon with fewer than 3 points (or not "
+                             f"an even list of finite numbers): {then}")
             if far:
                 self.problem(json_path, f"{field}.segmentation", f"polygon vertex more than one image side "
-                             f"outside the {w}x{h} image: polygon dropped")
-                polys = [p for p in polys if p not in far]
-            if polys:
-                return polys
+                             f"outside the {w}x{h} image: {'polygon dropped' if kept else 'empty mask'}")
+            return kept
         self.problem(json_path, f"{field}.segmentation", "missing: empty mask")
         return []
 
@@ -420,7 +455,8 @@ class COCODataset(SplitReader):
         if self.has_masks:
             jh, jw = self.sizes[index]
             if (jh, jw) != (h, w):  # checked before the masks are allocated at the json's size
-                raise ValueError(f"{self.files[index]}: size: image is {w}x{h} but the json says {jw}x{jh}")
+                raise SampleSkipped(Problem(self.files[index], "size", f"image is {w}x{h} but the json "
+                                            f"says {jw}x{jh} (its masks would not fit): sample skipped"))
             target["masks"] = self.decode_masks(index)
         if self.keypoints[index] is not None:
             target["keypoints"] = torch.from_numpy(self.keypoints[index].copy())

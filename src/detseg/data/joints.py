@@ -272,6 +272,21 @@ def looks_like_joints(path: Path) -> bool:
         return False
 
 
+def why_not_joints(path: Path) -> str | None:
+    """Why a file named like a joints file (``.npy``/``.mat``/``.json``/``.csv``, not too big) holds
+    no joints (its shape, say), for the error when no dataset is found; None when it does hold
+    them or is no candidate."""
+    try:
+        if path.suffix.lower() not in JOINT_SUFFIXES or path.stat().st_size > MAX_SNIFF_BYTES:
+            return None
+        load_joints(path)
+    except ValueError as e:
+        return str(e)
+    except OSError:
+        return None
+    return None
+
+
 def find_joints(folder: Path) -> Path | None:
     """The joints file directly in ``folder`` (names with 'joint' first), else None."""
     try:

@@ -19,12 +19,15 @@ things (as e.g. HMR's ``lsp_to_tfrecords.py`` also handles it):
   become ``v = 0`` (not labelled: masked from losses and metrics), visible ones ``v = 2``.
 
 Coordinates are used as written. A labelled joint outside the image is kept and reported as a
-Problem. The person box is the extent of the labelled joints plus a margin (15% of its longer
-side; the joints stop short of the head's and feet's outline), clipped to the image. Annotation
-``i`` belongs to the image numbered ``i + 1`` (file numbers, so a missing file drops only its
-sample); where the names carry no such numbers (renamed files, a slice of a larger set) and the
-counts match, images pair with the joints in sorted order (a Problem says so); a json/csv that
-lists image names pairs by name. The counts of images and annotations are checked.
+Problem; one whose coordinates are NaN or infinite is unlabelled (``v = 0``), a Problem. An
+unlabelled joint's placeholder coordinates (LSPET's junk far outside the image) are ignored: set
+to 0, left out of the person box, no Problem. The person box is the extent of the labelled
+joints plus a margin (15% of its longer side; the joints stop short of the head's and feet's
+outline), clipped to the image. Annotation ``i`` belongs to the image numbered ``i + 1`` (file
+numbers, so a missing file drops only its sample); where the names carry no such numbers (renamed
+files, a slice of a larger set) and the counts match, images pair with the joints in sorted order
+(a Problem says so); a json/csv that lists image names pairs by name. The counts of images and
+annotations are checked.
 
 Splits: the original 2000-image LSP has its own (first 1000 train, last 1000 test); LSPET and
 subsets have none -> the hash split of :mod:`detseg.data.split`.
@@ -165,6 +168,13 @@ class LSPDataset(SplitReader):
         except ValueError as e:
             self.problem(path, "image", f"{header_error(e)}: sample skipped")
             return
+        junk = (kps[:, 2] > 0) & ~np.isfinite(kps[:, :2]).all(1)
+        if junk.any():  # a NaN/inf would reach the box and the loss: unlabel the joint
+            kps = kps.copy()
+            for k in np.nonzero(junk)[0]:
+                self.problem(path, f"joints[{LSP_KEYPOINTS[k]}]", f"labelled point ({kps[k, 0]}, {kps[k, 1]}) "
+                             "is not finite: unlabelled (v = 0)")
+            kps[junk] = 0.0
         labelled = kps[:, 2] > 0
         if not labelled.any():
             self.problem(path, f"joints[:, :, {index}]", "no labelled joint: sample skipped")

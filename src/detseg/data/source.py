@@ -206,13 +206,14 @@ MAX_LISTED = 12  # folders listed in the error
 def why_not(folder: Path) -> list[str]:
     """One line per format: why ``folder`` is not data of that format."""
     from detseg.data.coco import coco_files
-    from detseg.data.joints import find_joints
+    from detseg.data.joints import find_joints, why_not_joints
     from detseg.data.pennfudan import pennfudan_dirs
     from detseg.data.voc import voc_why_not
 
     reasons = []
     joints = find_joints(folder)
-    reasons.append("lsp: " + (f"joints file {joints.name} but no images beside it" if joints else
+    named = None if joints else next((why for f in _joint_named_files(folder) if (why := why_not_joints(f))), None)
+    reasons.append("lsp: " + (f"joints file {joints.name} but no images beside it" if joints else named or
                               "no joints array (3, 14, N) / (14, 3, N) / (N, 14, 3) in a .mat/.npy/.json/.csv"))
     if pennfudan_dirs(folder) is None:
         reasons.append("pennfudan: no PNGImages/ + PedMasks/")
@@ -225,6 +226,17 @@ def why_not(folder: Path) -> list[str]:
     reasons.append("seg_folders: no image folder beside a folder of single-channel label PNGs "
                    "with the same names")
     return reasons
+
+
+def _joint_named_files(folder: Path) -> list[Path]:
+    """Files of ``folder`` whose name says joints (``joints.npy``): worth saying why they are not."""
+    from detseg.data.joints import JOINT_SUFFIXES
+
+    try:
+        return sorted(p for p in folder.iterdir() if "joint" in p.name.lower()
+                      and p.suffix.lower() in JOINT_SUFFIXES and p.is_file())[:2]
+    except OSError:
+        return []
 
 
 def explain_nothing_found(path: Path, looked: list[Path]) -> str:

@@ -13,9 +13,13 @@ referencing external resources is refused (a Problem ``xml``, sample skipped), n
 Coordinates: VOC pixel indices are 1-based and inclusive; like Detectron2 (``pascal_voc.py``) the
 box becomes ``[xmin - 1, ymin - 1, xmax, ymax]`` — 0-based with x2/y2 exclusive. A 0 written by a
 0-based tool is taken as the first pixel (clipped silently). Degeneracy is judged on the raw
-values: ``xmax <= xmin`` or ``ymax <= ymin`` is a zero-area box -> Problem, dropped. Boxes past the
+values: ``xmax <= xmin`` or ``ymax <= ymin`` (x2 < x1 included) is a zero-area box -> Problem, dropped;
+a coordinate that is missing, not a number, NaN or infinite -> Problem, object skipped. Boxes past the
 image -> clipped, Problem. ``difficult`` objects are kept and flagged in ``target["difficult"]``
 (``Tensor[N]`` bool) so evaluation may ignore them. Missing or corrupt images -> Problem, dropped.
+``<size>`` missing or other than the image's -> Problem; the image's own size is used (a
+``0 x 0`` size, as some tools write, is taken as unknown, silently). Boxes are in the stored
+pixel grid: EXIF orientation is ignored (see :mod:`detseg.data.base`).
 
 Splits: ``ImageSets/Main/{train,val,trainval,test}.txt`` (``ImageSets/Segmentation`` for semantic
 segmentation) where present, else the hash split of :mod:`detseg.data.split`.
@@ -26,6 +30,7 @@ sorted names found in all XML files (all splits, so train and val agree).
 
 from __future__ import annotations
 
+import math
 import os
 from xml.etree.ElementTree import Element, ParseError
 
@@ -216,11 +221,14 @@ def _parse_object(path: Path, obj: Element, j: int, problems: list[Problem]) -> 
     for k in BOX_FIELDS:
         v = _text(obj, f"bndbox/{k}")
         try:
-            raw.append(float(v))  # type: ignore[arg-type]
+            number = float(v)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            what = "missing" if v is None else f"{v!r} is not a number"
+            number = math.nan
+        if not math.isfinite(number):  # "nan" and "inf" parse as floats, but no box has them
+            what = "missing" if v is None else f"{v!r:.30} is not a finite number"
             problems.append(Problem(str(path), f"object[{j}].bndbox.{k}", f"{what}: object skipped"))
             return None
+        raw.append(number)
     difficult = _text(obj, "difficult") or "0"
     try:
         is_difficult = bool(int(float(difficult)))

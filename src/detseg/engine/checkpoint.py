@@ -2,12 +2,16 @@
 
 A checkpoint is a plain dict of tensors and primitives (no pickled classes), so loading it never
 runs arbitrary code. It stores the zoo builder name and its arguments: ``load_model(path)`` rebuilds
-the model with no other file.
+the model with no other file. It records the detseg version that wrote it: a file of a newer
+format is refused, naming both versions; one of a newer detseg version of the same format loads
+with a warning naming both (an option it uses may be unknown here).
 """
 
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import torch
 from detseg.io import atomic_path
 
 FORMAT = "detseg-checkpoint-1"
+FORMAT_PREFIX, FORMAT_NUMBER = FORMAT.rsplit("-", 1)
 
 
 class CheckpointError(ValueError):
@@ -31,7 +36,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     Raises:
         OSError: naming ``path``, when the file system refuses the write.
     """
-    state = {"format": FORMAT, **state}
+    from detseg import __version__
+
+    state = {"format": FORMAT, **state, "detseg_version": __version__}  # the writer, for newer-file checks
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -62,12 +69,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     except Exception as e:  # torch raises many types for truncated/garbage files
         raise CheckpointError(f"{path}: checkpoint: cannot be read ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict):
+        _check_version(path, state)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: checkpoint: not a detseg checkpoint (no '{FORMAT}' format tag); "
             "plain state_dicts can be given to a model builder as weights=PATH instead"
         )
     return state
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """``"0.12.3rc1"`` -> ``(0, 12, 3)`` (the leading numbers; release suffixes do not count)."""
+    m = re.match(r"\d+(?:\.\d+)*", text.strip())
+    return tuple(int(x) for x in m.group(0).split(".")) if m else ()
+
+
+def _check_version(path: Path, state: dict[str, Any]) -> None:
+    """Refuse a checkpoint of a newer format; warn on one written by a newer detseg."""
+    from detseg import __version__
+
+    written = str(state.get("detseg_version", "unknown"))
+    fmt = state.get("format")
+    if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX + "-") and fmt != FORMAT:
+        number = fmt[len(FORMAT_PREFIX) + 1:]
+        if number.isdigit() and int(number) > int(FORMAT_NUMBER):
+            raise CheckpointError(
+                f"{path}: checkpoint: format {fmt!r} was written by a newer detseg ({written}); "
+                f"this detseg {__version__} reads {FORMAT!r}: upgrade detseg to load it")
+    if _version_tuple(written)[:2] > _version_tuple(__version__)[:2]:
+        warnings.warn(f"{path}: checkpoint written by detseg {written}, newer than this detseg "
+                      f"{__version__}: it may use options this version does not know", stacklevel=3)
 
 
 def _unpickler_reason(e: Exception) -> str:

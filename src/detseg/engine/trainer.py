@@ -488,6 +488,10 @@ def build_datasets(cfg: TrainConfig, task: str):
         val = None
     if len(train) == 0:
         raise ValueError(f"{cfg.data}: the train split has no usable samples (see `detseg data check`)")
+    if val is not None and len(val) == 0:  # e.g. a small set hashed with a small val_fraction
+        print(f"no validation: the {cfg.val_split!r} split of {cfg.data} has no usable samples; "
+              "training without validation")
+        val = None
     _warn_overlap(train, val)
     return train, val
 
