@@ -123,7 +123,8 @@ class CurvesPlotter(Hook):
 
 class SamplesDrawer(Hook):
     """``samples.png``: predictions beside ground truth for validation images spread over the
-    split, each pair titled with the image's name and score (every validated epoch)."""
+    split, each pair titled with the image's name and score (every validated epoch; drawn by
+    :func:`detseg.engine.samples.draw_samples`)."""
 
     def __init__(self, n: int = 8):
         self.n = n
@@ -131,6 +132,8 @@ class SamplesDrawer(Hook):
     def after_epoch(self, trainer: "Trainer", record: dict[str, Any]) -> None:
         if not trainer.validated or self.n < 1:  # no val set, an epoch skipped by --val-every, --samples 0
             return
+        from detseg.engine.samples import draw_samples
+
         grid = draw_samples(trainer.eval_model, trainer.val_set, trainer.task, self.n)
         save_png(trainer.run_dir / "samples.png", grid)
 
@@ -158,72 +161,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric_keys: tuple[st
         ax.grid(alpha=0.3)
     save_figure(path, fig)
     plt.close(fig)
-
-
-def sample_indices(length: int, n: int) -> list[int]:
-    """``n`` indices spread evenly over ``range(length)``, first and last included: consecutive
-    video frames (CamVid's val) would otherwise show one scene ``n`` times."""
-    n = min(n, length)
-    if n <= 0:
-        return []
-    if n == 1:
-        return [0]
-    return sorted({round(i * (length - 1) / (n - 1)) for i in range(n)})
-
-
-def draw_samples(model, dataset, task, n: int = 8, cols: int = 4):
-    """Predictions beside ground truth for ``n`` images spread over ``dataset``.
-
-    Each pair is titled ``prediction`` (with the image's own score on the task's main metric) and
-    ``ground truth`` (with the image's file name); the class legend stays inside each picture.
-    """
-    import torch
-
-    from detseg.engine.evaluate import build_task_evaluator
-    from detseg.visualize import draw_target, make_grid
-
-    picked = sample_indices(len(dataset), n)
-    items = [dataset[i] for i in picked]
-    for _, tgt in items:
-        tgt.pop("problems", None)  # recorded on the dataset already
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model([im.to(model.device) for im, _ in items])
-    model.train(was_training)
-    classes = model.classes
-    files = getattr(dataset, "files", None)
-    panels, titles = [], []
-    for i, (im, tgt), pred in zip(picked, items, out.predictions or []):
-        pred = {k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in pred.items()}
-        panels.append(task.draw(im, pred, classes))
-        panels.append(draw_target(im, tgt, task.name, classes))
-        score = _image_score(build_task_evaluator(model, task), task.main_metric, pred, tgt)
-        name = Path(files[i]).name if files is not None and i < len(files) else f"#{i}"
-        titles += [f"prediction  {task.main_metric} {score}", f"ground truth  {_short(name)}"]
-    # Pairs side by side: prediction | truth.
-    rows = [panels[i: i + 2 * cols] for i in range(0, len(panels), 2 * cols)]
-    row_titles = [titles[i: i + 2 * cols] for i in range(0, len(titles), 2 * cols)]
-    return make_grid(rows, titles=row_titles)
-
-
-def _image_score(evaluator, metric: str, pred: dict[str, Any], target: dict[str, Any]) -> str:
-    """The main metric of one image, formatted; ``-`` where it is undefined for one image."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            evaluator.reset()
-            evaluator.update([pred], [target])
-            value = float(evaluator.compute().get(metric, math.nan))
-    except (ValueError, RuntimeError, ZeroDivisionError, KeyError, IndexError, TypeError):
-        return "-"
-    return f"{float(value):.3f}" if _finite(value) else "-"
-
-
-def _short(name: str, limit: int = 28) -> str:
-    return name if len(name) <= limit else "..." + name[-(limit - 3):]
 
 
 def _finite(v: Any) -> bool:
