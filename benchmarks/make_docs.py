@@ -51,12 +51,19 @@ INTROS: dict[str, str] = {
         "detseg's own named error, `unexpected` anything else (must be 0). The second table sums "
         "the per-reader counts over the seeds."
     ),
+    "tv_latency": (
+        "detseg's Faster / Mask / Keypoint R-CNN against torchvision's `*_resnet50_fpn` on the CPU "
+        "in one process (`benchmarks/tv_latency.py`, issue 14): torchvision's seeded weights loaded "
+        "into the matching detseg builder, both in eval mode on the same `size` image, runs "
+        "interleaved after a warm-up; `torchvision_ms`/`detseg_ms` are medians of `runs` calls and "
+        "`ratio` is detseg's over torchvision's (the bar: at most 1.1)."
+    ),
     "train_budget": (
         "Validation metric reached on the shapes world for a training budget on the 2-core CPU "
         "machine (`train_seconds` excludes evaluation). These runs chose the recipes of "
         "`detseg demo`: for the FCN, many distinct scenes beat many epochs; augmentation does "
         "not help on an endless procedural world; bf16 autocast (`--amp`) is ~1.7x faster on "
-        "this AVX512-BF16 CPU. Rows with an empty `train_seconds` shared the machine."
+        "this AVX512-BF16 CPU. Rows whose `train_seconds` is `-` shared the machine."
     ),
     "segmentation_shapes": (
         "Semantic-segmentation variants on the shapes world at 128 px (10000 training scenes, "
@@ -282,9 +289,8 @@ PLOTS: dict[str, tuple[Callable[..., Any], Callable[..., Any], str, str]] = {
     "pose_shapes": (docs_plots.joints_data, docs_plots.draw_joints,
                     "shapes stick figures: PCK@0.2 per joint", "PCK@0.2 per joint, one bar per model"),
 }
-# Alt text of a PNG a benchmark itself writes beside its JSON.
-PNG_ALT = {"tradeoff_": "latency vs mAP, Pareto front dashed",
-           "transfer_": "mAP vs training-set fraction, scratch vs transfer"}
+# Alt text of a PNG a benchmark itself writes beside its JSON (default: the file's name).
+PNG_ALT = {"tradeoff_": "latency vs mAP, Pareto front dashed"}
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
 FUZZ_COUNTS = ("inputs", "ok", "clear_errors", "unexpected")
