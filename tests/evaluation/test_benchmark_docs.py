@@ -144,3 +144,20 @@ def test_make_docs_writes_plots_and_check_tracks_the_json(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().err
     assert make_docs.main(args) == 0 and camvid.read_bytes() != before
     assert make_docs.main(args + ["--check"]) == 0
+
+
+def test_make_docs_benchmark_pngs_and_optional_files(tmp_path):
+    """A PNG a benchmark wrote (tradeoff_*) is linked once, under the headline; serve_load renders."""
+    make_docs = _load("make_docs")
+    (tmp_path / "tradeoff_x.json").write_text(json.dumps(
+        [{"model": "slow", "mAP": 0.5, "latency_ms": 90.0}, {"model": "fast", "mAP": 0.3, "latency_ms": 9.0}]))
+    (tmp_path / "tradeoff_x.png").write_bytes(b"\x89PNG")
+    text = make_docs.render(tmp_path)
+    link = "![latency vs mAP, Pareto front dashed](../benchmarks/results/tradeoff_x.png)"
+    assert text.count(link) == 1 and "## serve_load" not in text
+    assert text.index("| fast | - | - | 0.3 |") < text.index("| slow |") < text.index(link)
+    (tmp_path / "serve_load.json").write_text(json.dumps([{"model": "tiny fast_rcnn", "clients": 8,
+                                                           "p50_ms": 12.5, "passed": True}]))
+    text = make_docs.render(tmp_path)
+    assert "| model | clients | requests | ok | errors | p50_ms |" in text
+    assert "| tiny fast_rcnn | 8 | - | - | - | 12.5 |" in text
