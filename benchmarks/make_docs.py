@@ -1,22 +1,31 @@
-"""Regenerate ``docs/BENCHMARKS.md`` from every ``benchmarks/results/*.json``.
+"""Regenerate ``docs/BENCHMARKS.md`` (and its plots) from every ``benchmarks/results/*.json``.
 
-    python benchmarks/make_docs.py            # writes docs/BENCHMARKS.md
-    python benchmarks/make_docs.py --check    # exit 1 if the file is out of date (for CI)
+    python benchmarks/make_docs.py            # writes docs/BENCHMARKS.md and the plots it links
+    python benchmarks/make_docs.py --check    # exit 1 if the markdown is out of date (for CI)
 
-One section per results file: a short intro for the benchmarks this script knows, a markdown table
-of the records (columns: every key that appears, in first-seen order; nested values such as
-``versions`` are written ``key=value``), and the command that produced each row; a PNG of the
-same name beside a results file (a benchmark's plot) is shown under its intro. Files of
-benchmarks it does not know still render, with a generic intro. Nothing here is edited by hand.
+One section per results file: a short intro for the benchmarks this script knows, a headline table
+of the columns a reader compares (:data:`HEADLINES`; missing values print ``-``), any further small
+table (:data:`EXTRAS`: per-joint PCK, fuzz counts per reader), a plot where one helps (drawn here
+from the JSON, :data:`PLOTS`, or a PNG a benchmark wrote beside its JSON), then every column of every
+record (first-seen order; nested values such as ``versions`` written ``key=value``) and the command
+of each row, in a collapsed ``<details>`` block. Files of benchmarks it does not know still render,
+with a generic intro and the full table open. Nothing here is edited by hand. Plots are written
+only when their bytes change, and ``--check`` compares the markdown alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling docs_plots
+
+import docs_plots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,18 +42,30 @@ INTROS: dict[str, str] = {
         "COCO dicts -> stats stage alone."
     ),
     "reliability": (
-        "Resident memory over a long CPU training run (`benchmarks/reliability.py`, issue 17): a "
-        "tiny FCN on the shapes world with every hook on (checkpoints, metrics, curves, samples, "
-        "validation every 5 epochs). `rss_after_warmup_mib` is the first sample after "
-        "`warmup_iterations`; `growth_max_pct` the largest departure from it afterwards (the "
-        "acceptance bound is 5 %). Memory does not depend on the shared CPU; `seconds` does."
+        "Issue 17's reliability checks, two kinds of record. Memory (`case = rss_<n>_iterations`, "
+        "`benchmarks/reliability.py`): resident memory over a long CPU training run of a tiny FCN "
+        "on the shapes world with every hook on (checkpoints, metrics, curves, samples, "
+        "validation every 5 epochs); `rss_after_warmup_mib` is the first sample after "
+        "`warmup_iterations`, `growth_max_pct` the largest departure from it afterwards (the "
+        "acceptance bound is 5 %). Memory does not depend on the shared CPU; `seconds` does. "
+        "Fuzz (`case = fuzz`, one record per `seed`, `benchmarks/fuzz_readers.py`): mutated "
+        "annotation files through every dataset reader; `ok` loaded, `clear_errors` refused with "
+        "detseg's own named error, `unexpected` anything else (must be 0). The second table sums "
+        "the per-reader counts over the seeds."
+    ),
+    "tv_latency": (
+        "detseg's Faster / Mask / Keypoint R-CNN against torchvision's `*_resnet50_fpn` on the CPU "
+        "in one process (`benchmarks/tv_latency.py`, issue 14): torchvision's seeded weights loaded "
+        "into the matching detseg builder, both in eval mode on the same `size` image, runs "
+        "interleaved after a warm-up; `torchvision_ms`/`detseg_ms` are medians of `runs` calls and "
+        "`ratio` is detseg's over torchvision's (the bar: at most 1.1)."
     ),
     "train_budget": (
         "Validation metric reached on the shapes world for a training budget on the 2-core CPU "
         "machine (`train_seconds` excludes evaluation). These runs chose the recipes of "
         "`detseg demo`: for the FCN, many distinct scenes beat many epochs; augmentation does "
         "not help on an endless procedural world; bf16 autocast (`--amp`) is ~1.7x faster on "
-        "this AVX512-BF16 CPU. Rows with an empty `train_seconds` shared the machine."
+        "this AVX512-BF16 CPU. Rows whose `train_seconds` is `-` shared the machine."
     ),
     "segmentation_shapes": (
         "Semantic-segmentation variants on the shapes world at 128 px (10000 training scenes, "
@@ -213,21 +234,89 @@ PREFIX_INTROS["tradeoff_"] = (
     "`central_box` is the floor (the mean training box in every image). `pareto`: on the "
     "latency-vs-mAP front (no row at least as fast and as accurate)."
 )
-# Headline columns of a trade-off file, shown above its plot (the full table follows).
-TRADEOFF_HEAD = ("model", "peer", "img_size", "mAP", "mAP50", "latency_ms", "images_per_s", "params",
-                 "gflops", "peak_rss_mib", "train_seconds", "pareto")
+# -- headlines -------------------------------------------------------------------------------------
+# Each study opens with a short table of the columns a reader compares; every column of every
+# record follows in a collapsed <details> block (and stays in the JSON). A key is a results-file
+# name or a prefix ending in "_" (per-dataset files); the value is (columns, sort): rows sorted by
+# the sort columns in turn ("-col": descending; missing values last), () keeps the file's order.
+Headline = tuple[tuple[str, ...], tuple[str, ...]]
+CAMVID_SMALL = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence")  # thin/rare classes
+HEADLINES: dict[str, Headline] = {
+    "segmentation_camvid": (("model", "mIoU", "pixel_acc", *(f"IoU/{c}" for c in CAMVID_SMALL),
+                             "params", "gflops", "cpu_ms_per_image", "epochs_done"), ("-mIoU",)),
+    "segmentation_shapes": (("model", "mIoU", "pixel_acc", "IoU/person", "params", "gflops",
+                             "cpu_ms_per_image", "epochs_done", "train_seconds"), ("-mIoU",)),
+    "postprocess_camvid": (("method", "mIoU", "pixel_acc", "mIoU_crf_off", "seconds_per_image",
+                            "crf_seconds_per_image", "regions_per_image"), ()),
+    "pose_lspet": (("model", "PCK@0.2", "PCP", "params", "cpu_ms_per_image", "train_seconds"),
+                   ("-PCK@0.2",)),
+    "pose_shapes": (("model", "PCK@0.2", "PCP", "params", "cpu_ms_per_image", "train_seconds"),
+                    ("-PCK@0.2",)),
+    "cls_loc_shapes": (("study", "variant", "chosen", "metric", "top1", "loc_acc", "mean_iou",
+                        "params", "train_seconds", "epochs_done"), ()),
+    # File order: a "+svm" row reads against the R-CNN row above it.
+    "detection_": (("model", "mAP50", "mAP", "softmax_mAP50", "params", "cpu_ms_per_image",
+                    "train_seconds", "epochs_done", "budget_minutes"), ()),
+    "proposals_": (("method", "long_side", "proposals_per_image", "recall@1000_iou0.5",
+                    "recall@2000_iou0.5", "recall@1000_iou0.7", "mabo", "seconds_per_image"), ()),
+    "transfer_": (("init", "fraction", "train_images", "model", "mAP", "mAP50", "train_seconds",
+                   "epochs_done"), ("init", "fraction")),
+    "tradeoff_": (("model", "peer", "img_size", "mAP", "mAP50", "latency_ms", "images_per_s",
+                   "params", "gflops", "peak_rss_mib", "train_seconds", "pareto"), ("latency_ms",)),
+    "rcnn_family": (("model", "dataset", "img_size", "proposals_per_image",
+                     "proposal_seconds_per_image", "network_seconds_per_image",
+                     "total_seconds_per_image", "rcnn_over_network"), ()),
+    "tv_latency": (("model", "size", "threads", "torchvision_ms", "detseg_ms", "ratio"), ()),
+    "export": (("model", "img_size", "torch_ms", "onnx_ms", "speedup", "core_speedup",
+                "max_core_diff", "onnx_mib"), ()),
+    "serve_load": (("model", "clients", "requests", "ok", "errors", "p50_ms", "p95_ms",
+                    "requests_per_s", "oversize_status", "non_image_status", "alive_after",
+                    "passed"), ()),
+    "reliability": (("case", "seed", "inputs", "ok", "clear_errors", "unexpected",
+                     "growth_final_pct", "growth_max_pct"), ()),
+    "coco_eval": (("task", "evaluator", "n_images", "seconds", "ratio", "max_stat_diff"), ()),
+    "demo": (("model", "mIoU", "top1", "loc_acc", "PCK@0.2", "mAP50", "mAP", "train_seconds",
+              "wall_seconds"), ()),
+    "sliding_window": (("model", "seconds", "ratio", "same_labels", "max_logit_diff"), ()),
+    "train_budget": (("model", "dataset", "epochs", "batch", "augment", "amp", "mIoU", "top1",
+                      "loc_acc", "train_seconds"), ()),
+}
+# Plots make_docs draws from a results file: name -> (data, draw, title, alt text). The markdown
+# links one when its data function finds something to draw (see docs_plots).
+PLOTS: dict[str, tuple[Callable[..., Any], Callable[..., Any], str, str]] = {
+    "segmentation_camvid": (docs_plots.speed_accuracy_data, docs_plots.draw_speed_accuracy,
+                            "CamVid val: mIoU vs CPU time", "mIoU vs CPU ms per image"),
+    "pose_lspet": (docs_plots.joints_data, docs_plots.draw_joints, "LSPET val: PCK@0.2 per joint",
+                   "PCK@0.2 per joint, one bar per model"),
+    "pose_shapes": (docs_plots.joints_data, docs_plots.draw_joints,
+                    "shapes stick figures: PCK@0.2 per joint", "PCK@0.2 per joint, one bar per model"),
+}
+# Alt text of a PNG a benchmark itself writes beside its JSON (default: the file's name).
+PNG_ALT = {"tradeoff_": "latency vs mAP, Pareto front dashed"}
 # Columns shown last (long or rarely read); "command" is listed under the table instead.
 TRAILING = ("date", "machine", "versions")
+FUZZ_COUNTS = ("inputs", "ok", "clear_errors", "unexpected")
 
 
 def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value).replace("|", "\\|").replace("\n", " ") or "-"
+
+
+def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]], numbered: bool = False) -> list[str]:
+    """A markdown table (then a blank line); ``numbered`` adds a leading ``#`` column."""
+    head = (["#"] if numbered else []) + [str(c).replace("|", "\\|") for c in cols]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for i, row in enumerate(rows, 1):
+        out.append("| " + " | ".join(([str(i)] if numbered else []) + [_cell(v) for v in row]) + " |")
+    return out + [""]
 
 
 def _columns(records: list[dict[str, Any]]) -> list[str]:
@@ -235,6 +324,14 @@ def _columns(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         seen += [k for k in r if k not in seen and k != "command"]
     return [k for k in seen if k not in TRAILING] + [k for k in TRAILING if k in seen]
+
+
+def _lookup(table: dict[str, Any], name: str) -> Any:
+    """``table[name]``, else the entry of the longest prefix (``detection_``) of ``name``."""
+    if name in table:
+        return table[name]
+    prefixes = [p for p in table if p.endswith("_") and name.startswith(p) and len(name) > len(p)]
+    return table[max(prefixes, key=len)] if prefixes else None
 
 
 def _prefix_intro(name: str) -> str | None:
@@ -245,50 +342,130 @@ def _prefix_intro(name: str) -> str | None:
     return None
 
 
-def render_file(path: Path) -> str:
-    """One markdown section for one results file."""
-    name = path.stem
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        return f"## {name}\n\n`{path.name}` is not valid JSON ({e}); rerun its benchmark.\n"
+def _sort_key(value: Any) -> tuple[int, float | str]:
+    n = docs_plots.number(value)
+    return (0, n) if n is not None else (1, str(value))
+
+
+def sort_records(records: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``records`` ordered by ``keys`` in turn (``-key`` descending), missing values last."""
+    rows = list(records)
+    for spec in reversed(keys):  # stable sorts, least significant key first
+        col, desc = spec.lstrip("-"), spec.startswith("-")
+        have = [r for r in rows if _cell(r.get(col)) != "-"]
+        have.sort(key=lambda r: _sort_key(r[col]), reverse=desc)
+        rows = have + [r for r in rows if _cell(r.get(col)) == "-"]
+    return rows
+
+
+def headline(records: list[dict[str, Any]], spec: Headline) -> list[str]:
+    """The headline table of ``records``: the columns of ``spec``, rows in its order."""
+    cols, keys = spec
+    return _table(cols, [[r.get(c) for c in cols] for r in sort_records(records, keys)])
+
+
+def joints_table(records: list[dict[str, Any]], prefix: str = "PCK@0.2/") -> list[str]:
+    """One row per joint (``PCK@0.2/<joint>`` keys), one column per model."""
+    data = docs_plots.joints_data(records, prefix)
+    if data is None:
+        return []
+    rows = [[joint] + [values[j] for _, values in data["models"]]
+            for j, joint in enumerate(data["joints"])]
+    return [f"{data['metric']} per joint:", ""] + _table(["joint"] + [m for m, _ in data["models"]], rows)
+
+
+def fuzz_table(records: list[dict[str, Any]]) -> list[str]:
+    """The fuzz records' ``per_reader`` counts summed over their seeds, with an ``all`` row."""
+    fuzz = [r for r in records if r.get("case") == "fuzz" and isinstance(r.get("per_reader"), dict)]
+    totals: dict[str, dict[str, float]] = {}
+    for r in fuzz:
+        for reader, counts in r["per_reader"].items():
+            row = totals.setdefault(str(reader), dict.fromkeys(FUZZ_COUNTS, 0))
+            for k in FUZZ_COUNTS:
+                row[k] += docs_plots.number(counts.get(k) if isinstance(counts, dict) else None) or 0
+    if not totals:
+        return []
+    rows = [[reader, *(int(c[k]) for k in FUZZ_COUNTS)] for reader, c in totals.items()]
+    rows.append(["all", *(sum(r[i + 1] for r in rows) for i in range(len(FUZZ_COUNTS)))])
+    seeds = ", ".join(_cell(r.get("seed")) for r in fuzz)
+    return ([f"Fuzz counts per reader, summed over {len(fuzz)} seed(s) ({seeds}):", ""]
+            + _table(["reader", *FUZZ_COUNTS], rows))
+
+
+# Further tables under a headline: name (or prefix) -> records -> markdown lines.
+EXTRAS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
+    "pose_lspet": joints_table, "pose_shapes": joints_table, "reliability": fuzz_table,
+}
+
+
+def _plot_link(name: str, records: list[dict[str, Any]], png: Path) -> str | None:
+    """The markdown image of the section's plot: make_docs' own (when the JSON allows one), else
+    a PNG a benchmark wrote beside its JSON."""
+    if name in PLOTS:
+        data_fn, _, _, alt = PLOTS[name]
+        return f"![{alt}](../benchmarks/results/{png.name})" if data_fn(records) is not None else None
+    if png.is_file():
+        return f"![{_lookup(PNG_ALT, name) or name}](../benchmarks/results/{png.name})"
+    return None
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    records = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(records, dict):
         records = [records]
-    records = [r for r in records if isinstance(r, dict)]
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def render_file(path: Path) -> str:
+    """One markdown section for one results file: intro, headline, plot, then every column."""
+    name = path.stem
+    try:
+        records = _read(path)
+    except json.JSONDecodeError as e:
+        return f"## {name}\n\n`{path.name}` is not valid JSON ({e}); rerun its benchmark.\n"
     intro = INTROS.get(name) or _prefix_intro(name) or f"Results of the `{name}` benchmark."
     lines = [f"## {name}", "", intro, "", f"Source: `benchmarks/results/{path.name}`.", ""]
-    png = path.with_suffix(".png")
-    if png.is_file():  # a benchmark's plot beside its JSON (transfer_*: mAP vs training fraction)
-        lines += [f"![{name}](../benchmarks/results/{png.name})", ""]
     if not records:
         return "\n".join(lines + ["No records yet.", ""])
-    if name.startswith("tradeoff_"):
-        lines += _headline(records, TRADEOFF_HEAD)
-        if path.with_suffix(".png").is_file():
-            lines += [f"![latency vs mAP, Pareto front dashed](../benchmarks/results/{path.stem}.png)", ""]
-        lines += ["All columns:", ""]
+    spec = _lookup(HEADLINES, name)
+    if spec is not None:
+        lines += headline(records, spec)
+    extra = _lookup(EXTRAS, name)
+    if extra is not None:
+        lines += extra(records)
+    link = _plot_link(name, records, path.with_suffix(".png"))
+    if link:
+        lines += [link, ""]
     cols = _columns(records)
-    lines.append("| # | " + " | ".join(cols) + " |")
-    lines.append("|---|" + "|".join("---" for _ in cols) + "|")
-    for i, r in enumerate(records, 1):
-        lines.append(f"| {i} | " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |")
+    full = _table(cols, [[r.get(c) for c in cols] for r in records], numbered=True)
     commands = [r.get("command") for r in records]
-    lines.append("")
     if len(set(commands)) == 1 and commands[0]:
-        lines.append(f"All rows: `{commands[0]}`")
+        full += [f"All rows: `{commands[0]}`", ""]
     else:
-        lines.append("Commands:")
-        lines.append("")
-        lines += [f"{i}. `{c}`" if c else f"{i}. (not recorded)" for i, c in enumerate(commands, 1)]
-    return "\n".join(lines + [""])
+        full += ["Commands:", ""]
+        full += [f"{i}. `{c}`" if c else f"{i}. (not recorded)" for i, c in enumerate(commands, 1)]
+        full += [""]
+    if spec is None:  # no headline chosen for this file yet: the full table is the section
+        return "\n".join(lines + full)
+    # Blank lines around the table inside <details>: GitHub renders it as markdown then.
+    summary = f"All columns ({len(records)} record{'s' if len(records) != 1 else ''})"
+    return "\n".join(lines + [f"<details><summary>{summary}</summary>", ""] + full + ["</details>", ""])
 
 
-def _headline(records: list[dict[str, Any]], cols: tuple[str, ...]) -> list[str]:
-    """A short markdown table of ``cols``, rows in order of ``latency_ms``."""
-    rows = sorted(records, key=lambda r: (r.get("latency_ms") is None, r.get("latency_ms") or 0.0))
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    out += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return out + [""]
+def write_plots(results_dir: Path = RESULTS) -> list[Path]:
+    """Draw the :data:`PLOTS` of the results files in ``results_dir``; the PNGs (re)written."""
+    written = []
+    for name, (data_fn, draw, title, _) in PLOTS.items():
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        try:
+            data = data_fn(_read(path))
+        except json.JSONDecodeError:
+            continue  # render_file reports it
+        if data is not None and docs_plots.write_plot(path.with_suffix(".png"), draw, data, title):
+            written.append(path.with_suffix(".png"))
+    return written
 
 
 def render(results_dir: Path = RESULTS) -> str:
@@ -296,8 +473,8 @@ def render(results_dir: Path = RESULTS) -> str:
     head = [
         "# Benchmarks",
         "",
-        "Generated by `python benchmarks/make_docs.py` from `benchmarks/results/*.json`; do not "
-        "edit by hand. Each benchmark script writes its rows there; rerun it, then this script.",
+        ("Generated by `python benchmarks/make_docs.py` from `benchmarks/results/*.json`; do not "
+         "edit by hand. Each benchmark script writes its rows there; rerun it, then this script."),
         "",
     ]
     if not files:
@@ -308,7 +485,8 @@ def render(results_dir: Path = RESULTS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="fail if docs/BENCHMARKS.md is stale")
+    ap.add_argument("--check", action="store_true",
+                    help="fail if docs/BENCHMARKS.md is stale (the markdown only; writes nothing)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of *.json results")
     ap.add_argument("--out", type=Path, default=DOC, help="markdown file to write")
     args = ap.parse_args(argv)
@@ -321,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from detseg.io import write_text
 
+    for png in write_plots(args.results):
+        print(f"wrote {png}")
     write_text(args.out, text)
     print(f"wrote {args.out} ({len(list(args.results.glob('*.json')))} results files)")
     return 0
