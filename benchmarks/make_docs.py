@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -302,12 +303,15 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{_cell(k)}={_cell(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ") or "-"
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    # control characters (a fuzz record quotes mutated file content) would make the page binary
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text or "-"
 
 
 def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]], numbered: bool = False) -> list[str]:
