@@ -8,16 +8,13 @@ file behind.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import platform
 import shlex
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from detseg.engine.bench_report import machine, utc_now, versions  # noqa: F401 (re-exported)
 from detseg.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,36 +74,10 @@ def command_line() -> str:
     return " ".join(["python", shlex.quote(script_s), *map(shlex.quote, sys.argv[1:])])
 
 
-def machine() -> str:
-    """CPU count and model, e.g. ``2 CPUs, Intel(R) Xeon(R) ... (Linux x86_64)``."""
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{n} CPUs, {model} ({platform.system()} {platform.machine()})".replace(", (", " (")
-
-
-def versions(*packages: str) -> dict[str, str]:
-    """``{"python": ..., package: version}`` for the packages that are installed."""
-    out = {"python": platform.python_version()}
-    for p in ("detseg", *packages):
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
-
 def stamp(record: dict[str, Any], *packages: str) -> dict[str, Any]:
     """``record`` plus ``command``, ``date`` (UTC), ``machine`` and ``versions``."""
-    return {**record, "command": command_line(),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine(), "versions": versions(*packages)}
+    return {**record, "command": command_line(), "date": utc_now(), "machine": machine(),
+            "versions": versions(*packages)}
 
 
 def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:

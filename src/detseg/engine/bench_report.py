@@ -104,12 +104,9 @@ def dataset_name(data: str) -> str:
     return Path(path.rstrip("/")).name.lower()
 
 
-def provenance(command: str, *packages: str) -> dict[str, Any]:
-    """``command``, ``date`` (UTC), ``machine`` and ``versions``: the fields every benchmark
-    record of ``benchmarks/common.py`` carries."""
-    import datetime as dt
+def machine() -> str:
+    """CPU count and model, e.g. ``2 CPUs, Intel(R) Xeon(R) ... (Linux x86_64)``."""
     import platform
-    from importlib import metadata
 
     model = platform.processor() or ""
     try:
@@ -120,16 +117,34 @@ def provenance(command: str, *packages: str) -> dict[str, Any]:
     except OSError:
         pass
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = {"python": platform.python_version()}
-    for p in ("detseg", "torch", "torchvision", *packages):
+    return f"{n} CPUs, {model} ({platform.system()} {platform.machine()})".replace(", (", " (")
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """``{"python": ..., "detseg": ..., package: version}`` ("not installed" when missing)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for p in ("detseg", *packages):
         try:
-            versions[p] = metadata.version(p)
+            out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
-            versions[p] = "not installed"
-    return {"command": command,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{n} CPUs, {model} ({platform.system()} {platform.machine()})".replace(", (", " ("),
-            "versions": versions}
+            out[p] = "not installed"
+    return out
+
+
+def utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def provenance(command: str, *packages: str) -> dict[str, Any]:
+    """``command``, ``date`` (UTC), ``machine`` and ``versions``: the fields every benchmark
+    record of ``benchmarks/common.py`` carries (it uses the same functions)."""
+    return {"command": command, "date": utc_now(), "machine": machine(),
+            "versions": versions("torch", "torchvision", *packages)}
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, name: str, title: str = "") -> dict[str, Path]:
