@@ -14,7 +14,6 @@ axes free: 5 images of mixed sizes in one batch of 5, not the export's 1). On 5 
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from detseg.export import NotExportable, export_onnx
 from detseg.export.parity import core_diff, match_detections, prediction_diff
 from detseg.export.runtime import OnnxModel
+from detseg.models.init import decisive_init
 from detseg.models.zoo import build_model
 
 SEG = ["background", "circle", "square"]
@@ -71,20 +71,8 @@ CASES = {
 def decisive(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights with unit-scale activations (zoo inits start many heads at ~0, where argmax,
     heatmap peaks and NMS order would hang on rounding), and non-trivial batch-norm statistics."""
-    g = torch.Generator().manual_seed(seed)
+    decisive_init(model, seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() > 1:  # He-scaled weights
-                p.copy_(noise * math.sqrt(2 / p[0].numel()))
-            elif name.endswith("weight"):  # batch-norm scales around 1
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=g))
         rpn = getattr(model, "proposal_generator", None)
         if hasattr(rpn, "head"):
             # The RPN detectors' box layers at a tenth: at full scale they make slivers (boxes

@@ -1,6 +1,6 @@
 """Fixtures of the serve tests: tiny checkpoints whose predictions are fixed and non-empty.
 
-The weights are random but *decisive* (He-scaled, as in tests/export/test_onnx_parity.py): a zoo
+The weights are random but *decisive* (He-scaled: detseg.models.init.decisive_init): a zoo
 model's own init starts many heads at ~0, where every score ties. A detector with sliding-window
 proposals then gives dozens of boxes on a shapes image, with scores spread over (0, 1), so a
 threshold slider has something to change -- without seconds of training.
@@ -9,36 +9,20 @@ threshold slider has something to change -- without seconds of training.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
+
+from detseg.models.init import decisive_init
 
 DET_OPTS = dict(img_size=64, backbone_width=8, hidden=32, proposals="sliding_window", num_proposals=30)
 SEG_OPTS = dict(img_size=64, backbone_width=8, width=16)
 POSE_OPTS = dict(img_size=32, backbone_width=8, deconv_channels=16)
 
 
-def decisive(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() > 1:
-                p.copy_(noise * math.sqrt(2 / p[0].numel()))
-            elif name.endswith("weight"):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
+decisive = decisive_init
 
 
 def make_checkpoint(path: Path, name: str, task: str, **opts) -> Path:
