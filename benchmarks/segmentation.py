@@ -55,24 +55,44 @@ def run_one(entry: str, args) -> dict[str, Any]:
 
 def train_budgeted(name: str, opts: dict[str, Any], args) -> dict[str, Any]:
     """Train one zoo model for at most ``args.minutes`` of training time; its row of the table."""
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as tmp:
+        # --keep DIR keeps the run folder (best.pt, last.pt, curves) for later evaluation
+        # (the CRF study, another split); otherwise it lives in a temporary folder.
+        out, run_name = (args.keep, safe_name(name, opts)) if args.keep else (tmp, "train")
         cfg = TrainConfig(model=name, data=args.data, epochs=args.epochs, img_size=args.img_size,
-                          batch=args.batch, lr=args.lr, model_opts=opts, out=out, device="cpu",
-                          quiet=True, augment=args.augment, amp=args.amp, time_limit=args.minutes,
-                          channels_last=args.channels_last, warmup_epochs=args.warmup_epochs)
+                          batch=args.batch, lr=args.lr, model_opts=opts, out=out, name=run_name,
+                          device="cpu", quiet=True, augment=args.augment, amp=args.amp,
+                          time_limit=args.minutes, channels_last=args.channels_last,
+                          warmup_epochs=args.warmup_epochs, val_every=args.val_every)
         trainer = Trainer(cfg)
         gen_s = pregenerate(trainer.train_set) if args.pregenerate else 0.0
         trainer.fit()
-        final = trainer.summary()["final"]
+        summary = trainer.summary()
+        final = summary["final"]
         params, gflops, ms = model_cost(trainer.eval_model, args.img_size * 3 // 4, args.img_size)
     extra = {"pregenerated_seconds": round(gen_s, 1)} if args.pregenerate else {}
     if args.warmup_epochs != TrainConfig.warmup_epochs:
         extra["warmup_epochs"] = args.warmup_epochs
+    if args.val_every != 1:
+        extra["val_every"] = args.val_every
+    if args.keep:
+        extra["run_dir"] = str(trainer.run_dir)
+    # The row is the last epoch (not selected on val); best.pt's val figure is selected on val
+    # itself, so it flatters -- both are kept, the gap says how much.
+    best = summary.get("best") or {}
+    if "mIoU" in best:
+        extra.update(best_epoch=summary.get("best_epoch"), best_val_mIoU=round(best["mIoU"], 4))
     return {"epochs_done": final["epoch"], "train_seconds": round(trainer.train_seconds, 1), **extra,
             "params": params, "gflops": round(gflops, 3), "cpu_ms_per_image": round(ms, 1),
             "mIoU": round(final.get("mIoU", float("nan")), 4),
             "pixel_acc": round(final.get("pixel_acc", float("nan")), 4),
             **{k: round(v, 4) for k, v in final.items() if k.startswith("IoU/") and v == v}}
+
+
+def safe_name(name: str, opts: dict[str, Any]) -> str:
+    """A run-folder name for ``NAME[:k=v;...]``: ``fcn-class_weights-median_frequency``."""
+    parts = [name] + [f"{k}-{v}" for k, v in opts.items()]
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in "-".join(parts))
 
 
 def pregenerate(dataset) -> float:
@@ -147,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="linear LR warm-up length (epochs)")
     p.add_argument("--pregenerate", action="store_true",
                    help="render a synthetic (shapes) training set before the clock starts")
+    p.add_argument("--val-every", type=int, default=1,
+                   help="validate every N epochs (and after the last); the row is the last epoch either way")
+    p.add_argument("--keep", default="", metavar="DIR",
+                   help="keep each run folder (best.pt, last.pt) under DIR instead of a temporary one")
     p.add_argument("--oracle-strides", default="", help="e.g. 8,4,2: resolution ceilings, no training")
     args = p.parse_args(argv)
     ds = dataset_name(args.data)
