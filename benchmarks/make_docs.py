@@ -243,7 +243,7 @@ PREFIX_INTROS["tradeoff_"] = (
 Headline = tuple[tuple[str, ...], tuple[str, ...]]
 CAMVID_SMALL = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence")  # thin/rare classes
 HEADLINES: dict[str, Headline] = {
-    "segmentation_camvid": (("model", "mIoU", "pixel_acc", *(f"IoU/{c}" for c in CAMVID_SMALL),
+    "segmentation_camvid": (("model", "img_size", "mIoU", "pixel_acc", *(f"IoU/{c}" for c in CAMVID_SMALL),
                              "params", "gflops", "cpu_ms_per_image", "epochs_done"), ("-mIoU",)),
     "segmentation_shapes": (("model", "mIoU", "pixel_acc", "IoU/person", "params", "gflops",
                              "cpu_ms_per_image", "epochs_done", "train_seconds"), ("-mIoU",)),

@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         row = run_one(entry, args)
         record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row,
                         "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
-        append_or_replace(f"segmentation_{ds}", [record], key=("benchmark", "model", "dataset"))
+        # img_size is part of the identity: one model at two resolutions is two rows.
+        append_or_replace(f"segmentation_{ds}", [record],
+                          key=("benchmark", "model", "dataset", "img_size"))
         print(row, flush=True)
 
 
