@@ -117,6 +117,8 @@ def test_median_frequency_class_weights(tmp_path):
     weights = trainer.eval_model.builder_args["class_weights"]
     assert len(weights) == 5 and all(w > 0 for w in weights)
     assert weights[0] < 1 < max(weights)  # background is the most frequent class
+    soft = Trainer(tiny_cfg(tmp_path, epochs=1, model_opts={"class_weights": "sqrt_median_frequency"}))
+    assert soft.eval_model.builder_args["class_weights"] == pytest.approx([w ** 0.5 for w in weights])
 
 
 def test_channels_last_trains_and_checkpoints(tmp_path):
