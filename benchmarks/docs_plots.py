@@ -37,10 +37,21 @@ def _labels(records: Records) -> list[str]:
 def speed_accuracy_data(records: Records, x: str = "cpu_ms_per_image",
                         y: str = "mIoU") -> dict[str, Any] | None:
     """The labelled ``(x, y)`` points of the records that hold both numbers; ``None`` if none do."""
-    points = [(label, number(r.get(x)), number(r.get(y)))
-              for label, r in zip(_labels(records), records)]
-    points = [p for p in points if p[1] is not None and p[2] is not None]
+    rows = [(label, r) for label, r in zip(_labels(records), records)
+            if number(r.get(x)) is not None and number(r.get(y)) is not None]
+    several_sizes = len({r.get("img_size") for _, r in rows}) > 1
+    points = [(_short(label) + (f" @{r.get('img_size')}" if several_sizes else ""),
+               number(r.get(x)), number(r.get(y))) for label, r in rows]
     return {"x": x, "y": y, "points": points} if points else None
+
+
+def _short(label: str) -> str:
+    """``fcn:upsample=nearest;class_weights=median_frequency`` -> ``fcn nearest``: the name and
+    the values of its options (the common median-frequency weights left out) for a plot label."""
+    name, _, opts = label.partition(":")
+    values = [kv.partition("=")[2] for kv in opts.split(";")
+              if kv and kv != "class_weights=median_frequency"]
+    return " ".join([name, *values])
 
 
 def draw_speed_accuracy(data: dict[str, Any], title: str):
@@ -50,8 +61,7 @@ def draw_speed_accuracy(data: dict[str, Any], title: str):
     ax = fig.add_subplot()
     for label, px, py in data["points"]:
         ax.plot(px, py, "o", color="tab:blue")
-        # The model name without its builder options: the options are in the table beside it.
-        ax.annotate(label.split(":")[0], (px, py), textcoords="offset points", xytext=(5, 4),
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
     xs = [p[1] for p in data["points"]]
     ax.set_xlim(0, max(xs) * 1.25)  # room for the labels of the slowest point

@@ -51,7 +51,8 @@ def _synthetic_results(folder):
     camvid = [{"benchmark": "segmentation_camvid", "model": name, "mIoU": miou, "pixel_acc": 0.8,
                "IoU/Sky": 0.9, "IoU/Pole": 0.05, "IoU/SignSymbol": 0.1, "IoU/Pedestrian": 0.2,
                "IoU/Bicyclist": 0.3, "IoU/Fence": 0.4, "params": 1000, "gflops": 1.5,
-               "cpu_ms_per_image": ms, "epochs_done": 7, "train_seconds": 60.0, "command": "seg"}
+               "cpu_ms_per_image": ms, "epochs_done": 7, "train_seconds": 60.0, "command": "seg",
+               "img_size": 240}
               for name, miou, ms in [("unet_smp", 0.47, 76.0), ("fcn", 0.5, 26.8)]]
     pose = [{"benchmark": "pose_lspet", "model": m, "PCK@0.2": 0.1 * k, "PCP": 0.05 * k,
              "params": 2000, "cpu_ms_per_image": 8.0, "train_seconds": 600.0,
@@ -76,11 +77,11 @@ def test_make_docs_headlines_and_full_tables(tmp_path):
     _synthetic_results(tmp_path)
     text = make_docs.render(tmp_path)
     camvid = text.split("## segmentation_camvid")[1].split("\n## ")[0]
-    head = ("| model | mIoU | pixel_acc | IoU/Pole | IoU/SignSymbol | IoU/Pedestrian | IoU/Bicyclist "
+    head = ("| model | img_size | mIoU | pixel_acc | IoU/Pole | IoU/SignSymbol | IoU/Pedestrian | IoU/Bicyclist "
             "| IoU/Fence | params | gflops | cpu_ms_per_image | epochs_done |")
     assert head in camvid
     # Headline rows sorted by mIoU (fcn first), then the plot, then every column collapsed.
-    assert camvid.index("| fcn | 0.5 |") < camvid.index("| unet_smp | 0.47 |")
+    assert camvid.index("| fcn | 240 | 0.5 |") < camvid.index("| unet_smp | 240 | 0.47 |")
     assert camvid.index(head) < camvid.index("![mIoU vs CPU ms per image]"
                                              "(../benchmarks/results/segmentation_camvid.png)")
     details = camvid.split("<details><summary>All columns (2 records)</summary>\n\n")[1]
@@ -161,3 +162,18 @@ def test_make_docs_benchmark_pngs_and_optional_files(tmp_path):
     text = make_docs.render(tmp_path)
     assert "| model | clients | requests | ok | errors | p50_ms |" in text
     assert "| tiny fast_rcnn | 8 | - | - | - | 12.5 |" in text
+
+
+def test_speed_accuracy_labels_name_options_and_sizes():
+    plots = _load("docs_plots")
+    records = [{"model": "fcn8s:class_weights=median_frequency", "img_size": 240, "cpu_ms_per_image": 43, "mIoU": 0.53},
+               {"model": "fcn8s:class_weights=median_frequency", "img_size": 480, "cpu_ms_per_image": 160, "mIoU": 0.55},
+               {"model": "fcn:upsample=nearest;class_weights=median_frequency", "img_size": 240,
+                "cpu_ms_per_image": 27, "mIoU": 0.5},
+               {"model": "oracle: ground truth at stride 8", "mIoU": 0.85},  # no ms: not a point
+               {"model": "fcn8s:class_weights=sqrt_median_frequency", "img_size": 240, "cpu_ms_per_image": 43, "mIoU": 0.5}]
+    data = plots.speed_accuracy_data(records)
+    assert [p[0] for p in data["points"]] == ["fcn8s @240", "fcn8s @480", "fcn nearest @240",
+                                                "fcn8s sqrt_median_frequency @240"]
+    one_size = plots.speed_accuracy_data(records[2:4])
+    assert [p[0] for p in one_size["points"]] == ["fcn nearest"]
