@@ -40,7 +40,7 @@ def speed_accuracy_data(records: Records, x: str = "cpu_ms_per_image",
     rows = [(label, r) for label, r in zip(_labels(records), records)
             if number(r.get(x)) is not None and number(r.get(y)) is not None]
     several_sizes = len({r.get("img_size") for _, r in rows}) > 1
-    points = [(_short(label) + (f" @{r.get('img_size')}" if several_sizes else ""),
+    points = [(_short(str(r.get("model", label))) + (f" @{r.get('img_size')}" if several_sizes else ""),
                number(r.get(x)), number(r.get(y))) for label, r in rows]
     return {"x": x, "y": y, "points": points} if points else None
 
