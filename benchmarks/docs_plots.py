@@ -37,11 +37,10 @@ def _labels(records: Records) -> list[str]:
 def speed_accuracy_data(records: Records, x: str = "cpu_ms_per_image",
                         y: str = "mIoU") -> dict[str, Any] | None:
     """The labelled ``(x, y)`` points of the records that hold both numbers; ``None`` if none do."""
-    rows = [(label, r) for label, r in zip(_labels(records), records)
-            if number(r.get(x)) is not None and number(r.get(y)) is not None]
-    several_sizes = len({r.get("img_size") for _, r in rows}) > 1
-    points = [(_short(str(r.get("model", label))) + (f" @{r.get('img_size')}" if several_sizes else ""),
-               number(r.get(x)), number(r.get(y))) for label, r in rows]
+    rows = [r for r in records if number(r.get(x)) is not None and number(r.get(y)) is not None]
+    several_sizes = len({r.get("img_size") for r in rows}) > 1
+    points = [(_short(str(r.get("model", "?"))) + (f" @{r.get('img_size')}" if several_sizes else ""),
+               number(r.get(x)), number(r.get(y))) for r in rows]
     return {"x": x, "y": y, "points": points} if points else None
 
 

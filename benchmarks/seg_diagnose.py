@@ -19,36 +19,35 @@ from pathlib import Path
 
 import torch
 
-from detseg.api import evaluate, load
+from detseg.api import load
 from detseg.data import build_dataset
+from detseg.evaluation import build_evaluator
 
 
-def precision_recall(checkpoint: str, data: str, split: str) -> None:
+def run_split(model, data: str, split: str):
+    """The semantic evaluator (its confusion matrix and metrics) of ``model`` over ``split``."""
     ds = build_dataset(data, split, task="semantic")
-    C = len(ds.seg_classes)
-    model = load(checkpoint).eval()
-    tp, fp, fn = torch.zeros(C), torch.zeros(C), torch.zeros(C)
+    ev = build_evaluator("semantic", list(ds.seg_classes))
     with torch.no_grad():
         for i in range(len(ds)):
-            img, t = ds[i]
-            y, p = t["sem_seg"], model([img]).predictions[0]["sem_seg"]
-            labelled = y < C
-            for c in range(C):
-                pc, yc = (p == c) & labelled, (y == c) & labelled
-                tp[c] += (pc & yc).sum()
-                fp[c] += (pc & ~yc).sum()
-                fn[c] += (~pc & yc).sum()
-    for c, name in enumerate(ds.seg_classes):
-        print(f"  {name:12s} precision {tp[c] / (tp[c] + fp[c]).clamp(min=1):.3f} "
-              f"recall {tp[c] / (tp[c] + fn[c]).clamp(min=1):.3f} "
-              f"IoU {tp[c] / (tp[c] + fp[c] + fn[c]).clamp(min=1):.3f} "
-              f"predicted/true {(tp[c] + fp[c]) / (tp[c] + fn[c]).clamp(min=1):.2f}", flush=True)
+            img, target = ds[i]
+            ev.update(model([img]).predictions, [target])
+    return ev
 
 
-def train_vs_val(checkpoint: str, data: str) -> None:
-    for split in ("train", "val"):
-        m = evaluate(checkpoint, data, split=split, device="cpu")
-        print(f"  {split}: mIoU {m['mIoU']:.4f} pixel_acc {m['pixel_acc']:.4f}", flush=True)
+def print_precision_recall(ev) -> None:
+    cm = ev.confusion.double()  # row: true class, column: predicted (last column: invalid)
+    C = len(ev.classes)
+    tp = cm.diagonal()[:C]
+    predicted, true = cm[:, :C].sum(0), cm.sum(1)
+    for c, name in enumerate(ev.classes):
+        print(f"  {name:12s} precision {tp[c] / max(predicted[c], 1):.3f} "
+              f"recall {tp[c] / max(true[c], 1):.3f} "
+              f"IoU {tp[c] / max(predicted[c] + true[c] - tp[c], 1):.3f} "
+              f"predicted/true {predicted[c] / max(true[c], 1):.2f}", flush=True)
+
+
+def print_curve(checkpoint: str) -> None:
     log = Path(checkpoint).parent / "metrics.jsonl"
     if log.is_file():
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -65,8 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     for ck in args.checkpoints:
         print(ck, flush=True)
-        precision_recall(ck, args.data, args.split)
-        train_vs_val(ck, args.data)
+        model = load(ck).eval()
+        # One pass per split: the --split pass gives both its precision/recall and its mIoU.
+        evs = {split: run_split(model, args.data, split) for split in dict.fromkeys([args.split, "train", "val"])}
+        print_precision_recall(evs[args.split])
+        for split in ("train", "val"):
+            m = evs[split].compute()
+            print(f"  {split}: mIoU {m['mIoU']:.4f} pixel_acc {m['pixel_acc']:.4f}", flush=True)
+        print_curve(ck)
 
 
 if __name__ == "__main__":
