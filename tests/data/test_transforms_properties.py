@@ -251,6 +251,21 @@ def test_rounded_scale_keeps_a_corner_joint_in_frame():
         assert len(t["boxes"]) == 1 and int((t["keypoints"][0, :, 2] > 0).sum()) == 1, seed
 
 
+def test_integer_crop_window_holds_a_joint_near_the_top_border():
+    """Found by the property above (cls_loc, a labelled joint 1.2 px below the top): the kept
+    extent fitted the window but no integer crop start held both of its ends, and the fallback
+    start cut the joint off. The scale now shrinks until an integer start exists."""
+    image = torch.rand(3, 23, 23)
+    target = {"boxes": torch.tensor([[8.0, 3, 15, 10]]), "labels": torch.tensor([1]),
+              "keypoints": torch.tensor([[[16.83, 0, 0], [10.67, 4.84, 0], [9.26, 21.33, 2],
+                                          [16.48, 1.18, 2]]])}
+    tf = build_transforms("cls_loc", train=True, flip_pairs=FLIP_PAIRS)
+    for seed in range(300):
+        torch.manual_seed(seed)
+        _, t = tf(image, dict(target))
+        assert len(t["boxes"]) == 1 and int((t["keypoints"][0, :, 2] > 0).sum()) == 2, seed
+
+
 @SETTINGS
 @given(samples("keypoints", False), st.floats(-180, 180), st.integers(0, 2**31 - 1))
 def test_rotation_moves_joints_with_their_pixels(sample, angle, seed):

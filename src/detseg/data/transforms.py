@@ -272,22 +272,40 @@ def _scale_crop_params(H: int, W: int, scale_range: tuple[float, float],
         kw, kh = keep[2] - keep[0], keep[3] - keep[1]
         s = min(s, W / kw if kw > 0 else s, H / kh if kh > 0 else s)
     nh, nw = max(1, round(H * s)), max(1, round(W * s))
-    if keep is not None:  # rounding up must not make the kept extent wider than the window
-        kw, kh = keep[2] - keep[0], keep[3] - keep[1]
-        nw = min(nw, math.floor(W * W / kw + 1e-6)) if kw > 0 else nw
-        nh = min(nh, math.floor(H * H / kh + 1e-6)) if kh > 0 else nh
+    if keep is not None:  # rounding must leave an integer window that holds the kept extent
+        nw = _fit(nw, W, keep[0], keep[2])
+        nh = _fit(nh, H, keep[1], keep[3])
     top = _offset(nh, H, None if keep is None else (keep[1] * nh / H, keep[3] * nh / H))
     left = _offset(nw, W, None if keep is None else (keep[0] * nw / W, keep[2] * nw / W))
     return nh, nw, top, left
 
 
-def _offset(new: int, out: int, span: tuple[float, float] | None) -> int:
-    """A random window start in a side of length ``new``; the window (length ``out``) covers
-    ``span`` when given. Negative starts mean padding."""
+def _fit(new: int, out: int, a: float, b: float) -> int:
+    """The largest size ``<= new`` of a side of length ``out`` rescaled so that some integer
+    window start covers ``[a, b]`` scaled with it. A scaled span that merely fits in ``out`` may
+    have no such start (the floor of its start below the ceiling of its end minus ``out``), which
+    once pushed an edge joint out of frame; one no longer than ``out - 1`` always has, so this ends."""
+    while new > 1:
+        lo, hi = _bounds(new, out, (a * new / out, b * new / out))
+        if lo <= hi:
+            break
+        new -= 1
+    return new
+
+
+def _bounds(new: int, out: int, span: tuple[float, float] | None) -> tuple[int, int]:
+    """The range of window starts (length ``out``, in a side of length ``new``) covering ``span``."""
     lo, hi = min(0, new - out), max(0, new - out)
     if span is not None:
         lo, hi = max(lo, math.ceil(span[1] - out)), min(hi, math.floor(span[0]))
-    if lo > hi:  # rounding: centre on the span
+    return lo, hi
+
+
+def _offset(new: int, out: int, span: tuple[float, float] | None) -> int:
+    """A random window start in a side of length ``new``; the window (length ``out``) covers
+    ``span`` when given. Negative starts mean padding."""
+    lo, hi = _bounds(new, out, span)
+    if lo > hi:  # only when the span cannot fit at all (``_fit`` prevents it): centre on it
         return round((lo + hi) / 2)
     return int(torch.randint(lo, hi + 1, ()))
 
