@@ -29,7 +29,7 @@ from detseg.models.localization.pose_heatmap import build_pose_heatmap
 from detseg.models.segmentation.deeplab import build_deeplab
 from detseg.models.segmentation.fcn import build_fcn
 from detseg.models.segmentation.fcn_same_res import build_fcn_same_res
-from detseg.models.segmentation.fcn_skips import build_fcn8s, build_fcn16s, build_fcn32s
+from detseg.models.segmentation.fcn_skips import build_fcn4s, build_fcn8s, build_fcn16s, build_fcn32s
 from detseg.models.segmentation.segnet import build_segnet
 from detseg.models.segmentation.sliding_window import build_sliding_window_seg
 
@@ -56,6 +56,8 @@ ZOO: dict[str, ZooEntry] = {
                        "FCN-16s: + zero-initialised pool4 (stride-16) scores fused by summation"),
     "fcn8s": ZooEntry(build_fcn8s, "semantic",
                       "FCN-8s: + pool4 and pool3 skip scores fused by summation, x8 upsampling"),
+    "fcn4s": ZooEntry(build_fcn4s, "semantic",
+                      "FCN-4s (beyond the paper): + a pool2 (stride-4) skip too, x4 upsampling"),
     "segnet": ZooEntry(build_segnet, "semantic",
                        "SegNet (Badrinarayanan et al.): decoder max-unpools with the encoder's pool indices"),
     "deeplab": ZooEntry(build_deeplab, "semantic",

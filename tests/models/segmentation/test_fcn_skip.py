@@ -1,4 +1,4 @@
-"""FCN-32s/16s/8s: each variant's strides, the paper's initialisation (zero skip scores: a fresh
+"""FCN-32s/16s/8s/4s: each variant's strides, the paper's initialisation (zero skip scores: a fresh
 FCN-16s/8s predicts what its FCN-32s path predicts, yet the skip scores get a gradient), the skips
 in use, backbones, weights and options. The model protocol (both modes, gradients, rebuild,
 overfit) is in test_semantic_protocol.py."""
@@ -6,12 +6,12 @@ overfit) is in test_semantic_protocol.py."""
 import pytest
 import torch
 
-from detseg.models.segmentation.fcn_skips import (FCNSkipNet, VGG16Backbone, build_fcn8s, build_fcn16s,
-                                     build_fcn32s, build_fcn_skip)
+from detseg.models.segmentation.fcn_skips import (FCNSkipNet, VGG16Backbone, build_fcn4s, build_fcn8s,
+                                     build_fcn16s, build_fcn32s, build_fcn_skip)
 from detseg.models.backbones import build_backbone
 
 CLASSES = ["background", "circle", "square"]
-BUILDERS = {"32s": build_fcn32s, "16s": build_fcn16s, "8s": build_fcn8s}
+BUILDERS = {"32s": build_fcn32s, "16s": build_fcn16s, "8s": build_fcn8s, "4s": build_fcn4s}
 
 
 def tiny(variant: str, **kw):
@@ -25,15 +25,15 @@ def tiny(variant: str, **kw):
 def test_each_variant_pads_to_32_and_predicts_at_its_final_stride(variant):
     m = tiny(variant)
     assert m.task == "semantic" and m.network.stride == 32
-    assert m.network.final_stride == {"32s": 32, "16s": 16, "8s": 8}[variant]
+    assert m.network.final_stride == {"32s": 32, "16s": 16, "8s": 8, "4s": 4}[variant]
 
 
-@pytest.mark.parametrize("variant", ["16s", "8s"])
+@pytest.mark.parametrize("variant", ["16s", "8s", "4s"])
 def test_zero_initialised_skip_scores_still_get_a_gradient(variant, batch):
     """Training turns the skips on: their scores start at zero but their gradient does not."""
     m = tiny(variant).train()
     m(*batch).loss.backward()
-    assert len(m.network.score_skips) == {"16s": 1, "8s": 2}[variant]
+    assert len(m.network.score_skips) == {"16s": 1, "8s": 2, "4s": 3}[variant]
     for score in m.network.score_skips.values():
         assert score.weight.grad.abs().sum() > 0
 
@@ -41,6 +41,7 @@ def test_zero_initialised_skip_scores_still_get_a_gradient(variant, batch):
 def test_skip_layout_and_paper_initialisation():
     assert tiny("32s").network.skip_names == []
     assert tiny("16s").network.skip_names == ["c4"]
+    assert tiny("4s").network.skip_names == ["c4", "c3", "c2"]
     net = tiny("8s").network
     assert net.skip_names == ["c4", "c3"]
     for name in net.skip_names:
@@ -62,7 +63,7 @@ def _shared_weights(src, dst):
                         strict=False)
 
 
-@pytest.mark.parametrize("variant", ["16s", "8s"])
+@pytest.mark.parametrize("variant", ["16s", "8s", "4s"])
 def test_zero_skip_scores_start_from_the_fcn32s_predictions(variant):
     """Given the same backbone and head, a fresh FCN-16s/8s adds exactly nothing to FCN-32s's
     stride-32 scores: its fused scores are those scores carried up by the x2 upsamplers, and its
@@ -134,7 +135,9 @@ def test_weights_pass_through_to_the_backbone(tmp_path):
 
 def test_options_are_checked():
     with pytest.raises(ValueError, match="variant"):
-        build_fcn_skip(CLASSES, variant="4s", backbone="simple")
+        build_fcn_skip(CLASSES, variant="2s", backbone="simple")
+    with pytest.raises(ValueError, match="no stride-4 feature"):  # VGG-16 is cut at pool3..5
+        build_fcn4s(CLASSES, img_size=32, backbone="vgg16", head_width=16)
     with pytest.raises(ValueError, match="unknown backbone 'resnet1000'"):
         build_fcn8s(CLASSES, backbone="resnet1000")
     with pytest.raises(ValueError, match="backbone_width"):

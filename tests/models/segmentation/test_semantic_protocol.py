@@ -32,6 +32,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn32s": {"img_size": 40, "head_width": 16},
     "fcn16s": {"img_size": 40, "head_width": 16, "dropout": 0.5},
     "fcn8s": {"img_size": 40, "head_width": 16, "dropout": 0.5},
+    "fcn4s": {"img_size": 40, "head_width": 16, "dropout": 0.5},
     "segnet": {},  # the `simple` layout is one 8-wide conv per stage
     "deeplab": {"aspp_channels": 16, "atrous_rates": [1, 2, 3], "output_stride": 8},
 }

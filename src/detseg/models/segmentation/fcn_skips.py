@@ -1,4 +1,4 @@
-"""FCN-32s, FCN-16s and FCN-8s: class scores from several strides, fused by summation.
+"""FCN-32s, FCN-16s, FCN-8s (and FCN-4s): class scores from several strides, fused by summation.
 
 Implements Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation",
 CVPR 2015 (https://arxiv.org/abs/1411.4038), section 4.2 and figure 3 ("skip architecture"), as
@@ -13,6 +13,10 @@ presented in CS231n 2017 lecture 11:
 - **FCN-16s** upsamples the stride-32 scores x2 by a learned transpose convolution and *adds* the
   scores of a 1x1 conv on the stride-16 features (``pool4``), then upsamples x16;
 - **FCN-8s** does the same once more with the stride-8 features (``pool3``), then upsamples x8.
+- **FCN-4s** (not in the paper) fuses the stride-4 features (``pool2``) too, then upsamples x4.
+  The paper stopped at FCN-8s because lower layers gave "diminishing returns" on mean IU, which
+  weighs large regions; a class a few pixels wide (CamVid's poles) is what a stride-8 output
+  cannot draw, so the next step is offered as a variant of its own.
 
 Initialisation as in the paper: every transpose convolution starts as bilinear interpolation
 (:class:`~detseg.layers.upsampling.TransposeConvUpsample`); the skip score layers start at **zero**,
@@ -40,8 +44,8 @@ from detseg.layers.upsampling import TransposeConvUpsample
 from detseg.models.backbones import Backbone, _conv_bn_relu, build_backbone, load_weights
 from detseg.models.segmentation.semantic import SemanticLoss, SemanticModel
 
-VARIANTS = {"32s": 0, "16s": 1, "8s": 2}  # variant -> number of skip levels fused
-SKIP_STRIDES = (16, 8)  # the paper's pool4 then pool3
+VARIANTS = {"32s": 0, "16s": 1, "8s": 2, "4s": 3}  # variant -> number of skip levels fused
+SKIP_STRIDES = (16, 8, 4)  # the paper's pool4 then pool3, then pool2 for FCN-4s
 BACKBONE_NAMES = ("resnet18", "vgg16", "alexnet_small", "simple")
 
 
@@ -91,9 +95,9 @@ class FCNSkipNet(nn.Module):
     """``Tensor[B, 3, H, W]`` (normalised, H and W multiples of 32) -> logits ``[B, C, H, W]``.
 
     Args:
-        backbone: features at strides 8, 16 and 32 (at least those the variant uses).
+        backbone: features at strides (4,) 8, 16 and 32 (at least those the variant uses).
         num_classes: ``C``.
-        variant: ``"32s"``, ``"16s"`` or ``"8s"``.
+        variant: ``"32s"``, ``"16s"``, ``"8s"`` or ``"4s"``.
         head_width: channels of the convolutionalized ``fc6``/``fc7``.
         dropout: dropout after ``fc6`` and ``fc7`` (the paper's 0.5; 0 disables it).
         learn_final_upsample: learn the last (bilinear-initialised) upsampling instead of fixing it.
@@ -101,7 +105,7 @@ class FCNSkipNet(nn.Module):
     Attributes:
         skip_names: the backbone features fused, deep to shallow (``[]``, ``[pool4]``,
             ``[pool4, pool3]`` in the paper's names).
-        final_stride: the stride of the fused scores (32, 16, 8), i.e. the last upsampling factor.
+        final_stride: the stride of the fused scores (32, 16, 8, 4), i.e. the last upsampling factor.
     """
 
     stride = 32
@@ -146,7 +150,7 @@ class FCNSkipNet(nn.Module):
 
 
 class FCNSkip(SemanticModel):
-    """FCN-32s/16s/8s: a :class:`SemanticModel` whose network is an :class:`FCNSkipNet`."""
+    """FCN-32s/16s/8s/4s: a :class:`SemanticModel` whose network is an :class:`FCNSkipNet`."""
 
     def __init__(self, classes: list[str], network: FCNSkipNet, img_size: int,
                  loss_reduction: str = "mean", class_weights: list[float] | None = None,
@@ -187,7 +191,8 @@ def build_fcn_skip(classes: list[str], variant: str = "8s", img_size: int = 128,
 
     Args:
         classes: segmentation class names, 0-based (``sem_seg`` values).
-        variant: ``"32s"``, ``"16s"`` or ``"8s"``.
+        variant: ``"32s"``, ``"16s"``, ``"8s"`` or ``"4s"`` (the last needs a stride-4 feature:
+            not ``vgg16``'s).
         img_size: the longer image side the network sees (aspect kept; padded to a multiple of 32).
         backbone: ``resnet18`` (default), ``vgg16`` (the paper's; heavy on a CPU),
             ``alexnet_small`` or ``simple``.
@@ -235,3 +240,12 @@ def build_fcn8s(classes: list[str], img_size: int = 128, backbone: str = "resnet
                 return_logits: bool = False) -> FCNSkip:
     """FCN-8s: + stride-16 and stride-8 (``pool3``) scores, upsampled x8 (``build_fcn_skip``)."""
     return build_fcn_skip(variant="8s", **locals())  # every option, by name
+
+
+def build_fcn4s(classes: list[str], img_size: int = 128, backbone: str = "resnet18",
+                weights: str | None = None, backbone_width: int | None = None,
+                head_width: int = 256, dropout: float = 0.0, learn_final_upsample: bool = False,
+                loss_reduction: str = "mean", class_weights: list[float] | None = None,
+                return_logits: bool = False) -> FCNSkip:
+    """FCN-4s: FCN-8s + stride-4 (``pool2``) scores, upsampled x4 (``build_fcn_skip``)."""
+    return build_fcn_skip(variant="4s", **locals())  # every option, by name
