@@ -80,6 +80,19 @@ def stamp(record: dict[str, Any], *packages: str) -> dict[str, Any]:
             "versions": versions(*packages)}
 
 
+def split_entries(text: str) -> list[str]:
+    """``--models`` text -> its entries: commas separate them except inside brackets, so a list
+    option stays whole (``"faster_rcnn:anchor_sizes=[8,16,32];fpn_channels=64,fast_rcnn"``)."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return [e.strip() for e in out if e.strip()]
+
+
 def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
     """``"name:key=value;key=value"`` -> ``("name", {key: YAML scalar})`` (a model and its options)."""
     import yaml

@@ -46,12 +46,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import append_or_replace, dataset_name, parse_entry, print_rows, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, parse_entry, print_rows, split_entries, stamp  # noqa: E402
 
 from detseg.engine.bench_measure import proposal_cache_off, warm_proposal_cache  # noqa: E402,F401
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
 CACHED = ("rcnn", "fast_rcnn")  # builders with a selective-search proposal_cache option
+TASK_EXTRAS = ("mask_mAP50", "mask_mAP", "kp_mAP50", "kp_mAP")
 
 
 def cpu_ms_per_image(model, dataset, n: int) -> float:
@@ -109,7 +110,9 @@ def _row(entry: str, metrics: dict[str, Any], params: int, ms: float, train_s: f
             "VOC_mAP50": round(metrics.get("VOC_mAP50", nan), 4),
             "train_seconds": round(train_s, 1), "epochs_done": metrics.get("epoch", 0),
             "proposals_precomputed_seconds": round(warm_s, 1), "train_images": n_train,
-            "val_images": n_val, **per_class}
+            "val_images": n_val, **per_class,
+            # Mask R-CNN's mask AP and Keypoint R-CNN's keypoint AP, for the tasks that have them.
+            **{k: round(metrics[k], 4) for k in TASK_EXTRAS if k in metrics}}
 
 
 def svm_row(entry: str, trainer: Trainer, row: dict[str, Any], args) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"detection_{dataset_name(args.data)}"
     split = f"train {args.train_split}, val {args.val_split}"
     rows, path = [], None
-    for entry in filter(None, args.models.split(",")):
+    for entry in split_entries(args.models):
         for row in train_budgeted(entry, args):
             record = stamp({"benchmark": name, "dataset": args.data, "split": split, **row,
                             "budget_minutes": args.minutes, "img_size": args.img_size,

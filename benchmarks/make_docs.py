@@ -240,6 +240,7 @@ PREFIX_INTROS["tradeoff_"] = (
 # record follows in a collapsed <details> block (and stays in the JSON). A key is a results-file
 # name or a prefix ending in "_" (per-dataset files); the value is (columns, sort): rows sorted by
 # the sort columns in turn ("-col": descending; missing values last), () keeps the file's order.
+# A column named "col?" appears only when some record of the file has it.
 Headline = tuple[tuple[str, ...], tuple[str, ...]]
 CAMVID_SMALL = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence")  # thin/rare classes
 HEADLINES: dict[str, Headline] = {
@@ -256,8 +257,8 @@ HEADLINES: dict[str, Headline] = {
     "cls_loc_shapes": (("study", "variant", "chosen", "metric", "top1", "loc_acc", "mean_iou",
                         "params", "train_seconds", "epochs_done"), ()),
     # File order: a "+svm" row reads against the R-CNN row above it.
-    "detection_": (("model", "mAP50", "mAP", "softmax_mAP50", "params", "cpu_ms_per_image",
-                    "train_seconds", "epochs_done", "budget_minutes"), ()),
+    "detection_": (("model", "mAP50", "mAP", "mask_mAP50?", "mask_mAP?", "kp_mAP?", "softmax_mAP50",
+                    "params", "cpu_ms_per_image", "train_seconds", "epochs_done", "budget_minutes"), ()),
     "proposals_": (("method", "long_side", "proposals_per_image", "recall@1000_iou0.5",
                     "recall@2000_iou0.5", "recall@1000_iou0.7", "mabo", "seconds_per_image"), ()),
     "transfer_": (("init", "fraction", "train_images", "model", "mAP", "mAP50", "train_seconds",
@@ -365,6 +366,9 @@ def sort_records(records: list[dict[str, Any]], keys: Sequence[str]) -> list[dic
 def headline(records: list[dict[str, Any]], spec: Headline) -> list[str]:
     """The headline table of ``records``: the columns of ``spec``, rows in its order."""
     cols, keys = spec
+    # "col?" is shown only where some record has it (mask AP is no column of a box-only dataset).
+    cols = tuple(c.rstrip("?") for c in cols
+                 if not c.endswith("?") or any(r.get(c[:-1]) is not None for r in records))
     return _table(cols, [[r.get(c) for c in cols] for r in sort_records(records, keys)])
 
 

@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import append_or_replace, dataset_name, model_cost, parse_entry, print_rows, stamp  # noqa: E402
+from common import append_or_replace, dataset_name, model_cost, parse_entry, print_rows, split_entries, stamp  # noqa: E402
 
 from detseg.data.split import split_range  # noqa: E402
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"pose_{dataset_name(args.data)}"
     splits(args)  # flag errors before any training
     rows = []
-    for entry in filter(None, args.models.split(",")):
+    for entry in split_entries(args.models):
         row = mean_pose(args) if entry == "mean_pose" else train_budgeted(entry, args)
         record = stamp({"benchmark": name, "dataset": args.data, "split": split_text(args), **row,
                         "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")

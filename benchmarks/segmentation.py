@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_or_replace, dataset_name, model_cost, parse_entry, stamp  # noqa: E402
+import common  # noqa: E402
+from common import append_or_replace, dataset_name, model_cost, parse_entry, split_entries, stamp  # noqa: E402
 
 from detseg.engine.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -172,17 +173,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", default="", metavar="DIR",
                    help="keep each run folder (best.pt, last.pt) under DIR instead of a temporary one")
     p.add_argument("--oracle-strides", default="", help="e.g. 8,4,2: resolution ceilings, no training")
+    p.add_argument("--results-dir", type=Path,
+                   help="write the JSON here instead of benchmarks/results (e.g. a longer-budget study)")
     args = p.parse_args(argv)
+    if args.results_dir is not None:
+        common.RESULTS = args.results_dir
     ds = dataset_name(args.data)
     for stride in filter(None, args.oracle_strides.split(",")):
         row = {"model": f"oracle: ground truth at stride {stride}, bilinear back", **oracle_row(args.data, int(stride))}
         record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row}, "torch")
         append_or_replace(f"segmentation_{ds}", [record], key=("benchmark", "model", "dataset"))
         print(row, flush=True)
-    for entry in filter(None, args.models.split(",")):
+    for entry in split_entries(args.models):
         row = run_one(entry, args)
         record = stamp({"benchmark": f"segmentation_{ds}", "dataset": args.data, **row,
-                        "budget_minutes": args.minutes, "img_size": args.img_size}, "torch")
+                        "budget_minutes": args.minutes, "img_size": args.img_size,
+                        "batch": args.batch, "lr": args.lr}, "torch")
         # img_size is part of the identity: one model at two resolutions is two rows.
         append_or_replace(f"segmentation_{ds}", [record],
                           key=("benchmark", "model", "dataset", "img_size"))

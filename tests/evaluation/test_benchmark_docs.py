@@ -177,3 +177,16 @@ def test_speed_accuracy_labels_name_options_and_sizes():
                                                 "fcn8s sqrt_median_frequency @240"]
     one_size = plots.speed_accuracy_data(records[2:4])
     assert [p[0] for p in one_size["points"]] == ["fcn nearest"]
+
+
+def test_make_docs_optional_headline_columns(tmp_path):
+    """Mask and keypoint AP columns head a detection table only where a record has them."""
+    make_docs = _load("make_docs")
+    (tmp_path / "detection_a.json").write_text(json.dumps([{"model": "faster_rcnn", "mAP50": 0.9}]))
+    (tmp_path / "detection_b.json").write_text(json.dumps(
+        [{"model": "faster_rcnn", "mAP50": 0.9}, {"model": "mask_rcnn", "mAP50": 0.8, "mask_mAP50": 0.7}]))
+    text = make_docs.render(tmp_path)
+    a = text.split("## detection_a")[1].split("<details>")[0]
+    b = text.split("## detection_b")[1].split("<details>")[0]
+    assert "mask_mAP50" not in a and "| model | mAP50 | mAP | softmax_mAP50 |" in a
+    assert "| model | mAP50 | mAP | mask_mAP50 | softmax_mAP50 |" in b and "| mask_rcnn | 0.8 | - | 0.7 |" in b

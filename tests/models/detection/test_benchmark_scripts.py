@@ -43,3 +43,19 @@ def test_rcnn_family_same_proposals_and_ratio(tmp_path):
     assert [r["model"] for r in rows] == ["rcnn", "fast_rcnn"]
     assert rows[0]["proposals_per_image"] == rows[1]["proposals_per_image"]
     assert rows[0]["rcnn_over_network"] == 1.0 and rows[1]["rcnn_over_network"] > 0
+
+
+def test_model_entries_keep_list_options_whole():
+    common = _load("common")
+    text = "faster_rcnn:anchor_sizes=[8,16,32];fpn_channels=64, fast_rcnn,"
+    entries = common.split_entries(text)
+    assert entries == ["faster_rcnn:anchor_sizes=[8,16,32];fpn_channels=64", "fast_rcnn"]
+    assert common.parse_entry(entries[0]) == ("faster_rcnn", {"anchor_sizes": [8, 16, 32],
+                                                              "fpn_channels": 64})
+
+
+def test_detection_rows_carry_mask_and_keypoint_ap():
+    bench = _load("detection")
+    row = bench._row("mask_rcnn", {"mAP50": 0.9, "mAP": 0.6, "mask_mAP50": 0.8, "mask_mAP": 0.5,
+                                   "epoch": 3}, 10, 1.0, 2.0, 0.0, 4, 2)
+    assert (row["mask_mAP50"], row["mask_mAP"]) == (0.8, 0.5) and "kp_mAP" not in row
